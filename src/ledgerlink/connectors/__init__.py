@@ -1,0 +1,1 @@
+"""PMS connectors: one small interface (`base.PmsConnector`), one implementation per PMS."""

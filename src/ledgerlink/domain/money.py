@@ -1,0 +1,59 @@
+"""Money is integer cents everywhere; this module is the one place that parses and formats it.
+
+Parsing goes through `Decimal` so that "19.99" never passes through a binary float.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+Cents = int
+"""An amount in the smallest currency unit (cents for USD). Always an `int`."""
+
+
+class AmountError(ValueError):
+    """An amount that cannot be read as money (not a number, more than two decimals, out of range)."""
+
+
+MAX_CENTS = 10**13  # one hundred billion dollars: anything larger is a data error, not a payment
+
+
+def parse_amount(text: str, *, allow_negative: bool = False) -> Cents:
+    """Read a decimal amount such as ``"1,234.50"`` or ``"$19.99"`` into cents.
+
+    Thousands separators and a leading currency symbol are accepted because processor exports and
+    spreadsheets add them; more than two decimal places is refused rather than rounded, because a
+    silently rounded payment is a ledger that no longer matches the bank.
+    """
+    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "")
+    if cleaned.startswith("(") and cleaned.endswith(")"):  # accounting notation for negatives
+        cleaned = "-" + cleaned[1:-1]
+    if not cleaned:
+        raise AmountError("amount is empty")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise AmountError(f"{text.strip()!r} is not an amount") from None
+    if not value.is_finite():
+        raise AmountError(f"{text.strip()!r} is not an amount")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        raise AmountError(f"{text.strip()!r} has more than two decimal places")
+    if value < 0 and not allow_negative:
+        raise AmountError(f"{text.strip()!r} is negative; use the transaction kind for refunds")
+    cents = int((value * 100).to_integral_value(rounding=ROUND_HALF_UP))
+    if abs(cents) >= MAX_CENTS:
+        raise AmountError(f"{text.strip()!r} is too large")
+    return cents
+
+
+def cents_to_decimal(cents: Cents) -> Decimal:
+    """Exact decimal value of an amount in cents, for APIs that speak decimal strings."""
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))
+
+
+def format_cents(cents: Cents, *, symbol: str = "$") -> str:
+    """Human formatting: ``-1234567`` -> ``-$12,345.67``."""
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(abs(cents), 100)
+    return f"{sign}{symbol}{whole:,}.{frac:02d}"

@@ -1,0 +1,171 @@
+"""Practices and their PMS connections: creation, lookup, and reading a connection's writeback rules."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledgerlink.audit import record_audit
+from ledgerlink.domain.rules import AmountMode, Timing, TypeHandling, WritebackRules
+from ledgerlink.domain.transactions import PaymentType
+from ledgerlink.errors import Conflict, InvalidInput, NotFound
+from ledgerlink.store.models import Connection, Practice
+
+CONNECTOR_KINDS = ("sandbox",)
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown time zone {name!r} (use an IANA name such as America/Chicago)",
+                           field="timezone") from None
+    return name
+
+
+async def create_practice(
+    session: AsyncSession,
+    *,
+    slug: str,
+    name: str,
+    timezone: str = "America/New_York",
+    patient_capacity: int | None = None,
+    actor: str = "cli",
+) -> Practice:
+    if not _SLUG.match(slug):
+        raise InvalidInput(
+            f"practice id {slug!r} must be lower-case letters, digits and dashes (at most 64)", field="slug"
+        )
+    if patient_capacity is not None and patient_capacity < 1:
+        raise InvalidInput("patient capacity must be at least 1", field="patient_capacity")
+    check_timezone(timezone)
+    if await session.scalar(select(Practice.id).where(Practice.slug == slug)) is not None:
+        raise Conflict(f"a practice with id {slug!r} already exists", field="slug")
+    practice = Practice(slug=slug, name=name, timezone=timezone, patient_capacity=patient_capacity)
+    session.add(practice)
+    await session.flush()
+    await record_audit(session, practice.id, actor, "practice.create", f"practice:{slug}", {"name": name})
+    return practice
+
+
+async def get_practice(session: AsyncSession, slug: str) -> Practice:
+    practice = await session.scalar(select(Practice).where(Practice.slug == slug))
+    if practice is None:
+        raise NotFound(f"no practice with id {slug!r}; see `ledgerlink practice list`", field="practice")
+    return practice
+
+
+async def list_practices(session: AsyncSession) -> list[Practice]:
+    return list(await session.scalars(select(Practice).order_by(Practice.slug)))
+
+
+async def resolve_practice(session: AsyncSession, slug: str | None) -> Practice:
+    """The named practice, or the only one when there is exactly one (so single-office use needs no flag)."""
+    if slug:
+        return await get_practice(session, slug)
+    practices = await list_practices(session)
+    if len(practices) == 1:
+        return practices[0]
+    if not practices:
+        raise NotFound("there is no practice yet; create one with `ledgerlink practice create`")
+    raise InvalidInput("there are several practices; name one with --practice", field="practice")
+
+
+def parse_type_handling(values: dict[str, Any]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, value in values.items():
+        try:
+            result[PaymentType(key).value] = TypeHandling(value).value
+        except ValueError:
+            raise InvalidInput(
+                f"bad payment type rule {key}={value}: types are {', '.join(t.value for t in PaymentType)}; "
+                f"rules are {', '.join(h.value for h in TypeHandling)}",
+                field="type_handling",
+            ) from None
+    return result
+
+
+async def add_connection(
+    session: AsyncSession,
+    practice: Practice,
+    *,
+    name: str,
+    kind: str,
+    settings: dict[str, Any] | None = None,
+    start_date: date | None = None,
+    amount_mode: str = AmountMode.NET.value,
+    timing: str = Timing.INSTANT.value,
+    daily_time: time = time(18, 0),
+    chargebacks_enabled: bool = True,
+    type_handling: dict[str, Any] | None = None,
+    actor: str = "cli",
+) -> Connection:
+    if kind not in CONNECTOR_KINDS:
+        raise InvalidInput(f"unknown connector {kind!r}; available: {', '.join(CONNECTOR_KINDS)}", field="kind")
+    try:
+        AmountMode(amount_mode)
+        Timing(timing)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="amount_mode") from None
+    exists = await session.scalar(
+        select(func.count()).select_from(Connection).where(
+            Connection.practice_id == practice.id, Connection.name == name
+        )
+    )
+    if exists:
+        raise Conflict(f"practice {practice.slug!r} already has a connection named {name!r}", field="name")
+    connection = Connection(
+        practice_id=practice.id,
+        name=name,
+        kind=kind,
+        settings=settings or {},
+        start_date=start_date,
+        amount_mode=amount_mode,
+        timing=timing,
+        daily_time=daily_time,
+        chargebacks_enabled=chargebacks_enabled,
+        type_handling=parse_type_handling(type_handling or {}),
+    )
+    session.add(connection)
+    await session.flush()
+    await record_audit(
+        session, practice.id, actor, "connection.add", f"connection:{connection.id}",
+        {"name": name, "kind": kind, "amount_mode": amount_mode, "start_date": str(start_date or "")},
+    )
+    return connection
+
+
+async def get_connection(session: AsyncSession, practice: Practice, name: str | None = None) -> Connection:
+    """The named connection of a practice, or its only one."""
+    query = select(Connection).where(Connection.practice_id == practice.id).order_by(Connection.id)
+    if name:
+        query = query.where(Connection.name == name)
+    connections = list(await session.scalars(query))
+    if not connections:
+        what = f"named {name!r} " if name else ""
+        raise NotFound(
+            f"practice {practice.slug!r} has no connection {what}; add one with `ledgerlink connection add`",
+            field="connection",
+        )
+    if len(connections) > 1:
+        raise InvalidInput("the practice has several connections; name one with --connection",
+                           field="connection")
+    return connections[0]
+
+
+def rules_for(connection: Connection, practice: Practice) -> WritebackRules:
+    return WritebackRules(
+        timezone=practice.timezone,
+        start_date=connection.start_date,
+        amount_mode=AmountMode(connection.amount_mode),
+        chargebacks_enabled=connection.chargebacks_enabled,
+        timing=Timing(connection.timing),
+        daily_time=connection.daily_time,
+        type_handling={PaymentType(k): TypeHandling(v) for k, v in connection.type_handling.items()},
+    )

@@ -1,0 +1,110 @@
+"""Database engines and the first-use initialisation (migrations applied automatically)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sync_url(url: str) -> str:
+    """The synchronous twin of an async URL, for Alembic (aiosqlite -> sqlite3; psycopg serves both)."""
+    return url.replace("sqlite+aiosqlite", "sqlite", 1).replace("postgresql+asyncpg", "postgresql+psycopg", 1)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (report, dashboard) run beside a sync; NORMAL is durable across process crashes,
+    # which is what exactly-once needs (a power cut may lose the last commit, never corrupt the file).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _prepare_sqlite_dir(url: str) -> None:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_sync_engine(url: str) -> Engine:
+    url = sync_url(url)
+    if is_sqlite(url):
+        _prepare_sqlite_dir(url)
+    engine = create_engine(url)
+    if is_sqlite(url):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_engine_for(url: str) -> AsyncEngine:
+    if is_sqlite(url):
+        _prepare_sqlite_dir(url)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Bring the database at `url` to the newest schema. Safe to call on every start."""
+    engine = create_sync_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        engine.dispose()
+
+
+def needs_migration(url: str) -> bool:
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            return "alembic_version" not in inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
+class Database:
+    """An async engine and session factory for one database, initialised on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine_for(url)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str, *, migrate_schema: bool = True) -> Database:
+        if migrate_schema:
+            await asyncio.to_thread(migrate, url)
+        return cls(url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.url)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
