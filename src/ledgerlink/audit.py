@@ -18,4 +18,6 @@ async def record_audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Add an audit row in the caller's transaction, so the entry exists exactly when the change does."""
-    session.add(AuditEntry(practice_id=practice_id, actor=actor, action=action, target=target, detail=detail or {}))
+    session.add(
+        AuditEntry(practice_id=practice_id, actor=actor, action=action, target=target, detail=detail or {})
+    )

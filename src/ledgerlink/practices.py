@@ -24,8 +24,9 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown time zone {name!r} (use an IANA name such as America/Chicago)",
-                           field="timezone") from None
+        raise InvalidInput(
+            f"unknown time zone {name!r} (use an IANA name such as America/Chicago)", field="timezone"
+        ) from None
     return name
 
 
@@ -107,16 +108,18 @@ async def add_connection(
     actor: str = "cli",
 ) -> Connection:
     if kind not in CONNECTOR_KINDS:
-        raise InvalidInput(f"unknown connector {kind!r}; available: {', '.join(CONNECTOR_KINDS)}", field="kind")
+        raise InvalidInput(
+            f"unknown connector {kind!r}; available: {', '.join(CONNECTOR_KINDS)}", field="kind"
+        )
     try:
         AmountMode(amount_mode)
         Timing(timing)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="amount_mode") from None
     exists = await session.scalar(
-        select(func.count()).select_from(Connection).where(
-            Connection.practice_id == practice.id, Connection.name == name
-        )
+        select(func.count())
+        .select_from(Connection)
+        .where(Connection.practice_id == practice.id, Connection.name == name)
     )
     if exists:
         raise Conflict(f"practice {practice.slug!r} already has a connection named {name!r}", field="name")
@@ -135,7 +138,11 @@ async def add_connection(
     session.add(connection)
     await session.flush()
     await record_audit(
-        session, practice.id, actor, "connection.add", f"connection:{connection.id}",
+        session,
+        practice.id,
+        actor,
+        "connection.add",
+        f"connection:{connection.id}",
         {"name": name, "kind": kind, "amount_mode": amount_mode, "start_date": str(start_date or "")},
     )
     return connection
@@ -154,8 +161,9 @@ async def get_connection(session: AsyncSession, practice: Practice, name: str | 
             field="connection",
         )
     if len(connections) > 1:
-        raise InvalidInput("the practice has several connections; name one with --connection",
-                           field="connection")
+        raise InvalidInput(
+            "the practice has several connections; name one with --connection", field="connection"
+        )
     return connections[0]
 
 

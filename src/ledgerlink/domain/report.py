@@ -64,9 +64,7 @@ class SyncReport:
             key = ReportCategory(category)
             c, t = merged.get(key, (0, 0))
             merged[key] = (c + int(count), t + int(total))
-        return cls(
-            tuple(ReportLine(cat, *merged.get(cat, (0, 0))) for cat in ReportCategory)
-        )
+        return cls(tuple(ReportLine(cat, *merged.get(cat, (0, 0))) for cat in ReportCategory))
 
     def line(self, category: ReportCategory) -> ReportLine:
         return next(line for line in self.lines if line.category is category)
