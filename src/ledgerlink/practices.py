@@ -177,3 +177,44 @@ def rules_for(connection: Connection, practice: Practice) -> WritebackRules:
         daily_time=connection.daily_time,
         type_handling={PaymentType(k): TypeHandling(v) for k, v in connection.type_handling.items()},
     )
+
+
+async def find_practice(session: AsyncSession, slug: str) -> Practice | None:
+    return await session.scalar(select(Practice).where(Practice.slug == slug))
+
+
+async def delete_practice(session: AsyncSession, practice: Practice) -> None:
+    """Remove a practice and everything it owns, children first (used by the demo to start afresh)."""
+    from sqlalchemy import delete
+
+    from ledgerlink.store.models import (
+        Alert,
+        AuditEntry,
+        Patient,
+        PatientAccount,
+        PatientImport,
+        PatientImportRejection,
+        SyncRun,
+        SyncRunTotal,
+        Transaction,
+        Writeback,
+    )
+
+    connections = select(Connection.id).where(Connection.practice_id == practice.id).scalar_subquery()
+    runs = select(SyncRun.id).where(SyncRun.connection_id.in_(connections)).scalar_subquery()
+    imports = select(PatientImport.id).where(PatientImport.practice_id == practice.id).scalar_subquery()
+    for statement in (
+        delete(Alert).where(Alert.practice_id == practice.id),
+        delete(SyncRunTotal).where(SyncRunTotal.run_id.in_(runs)),
+        delete(SyncRun).where(SyncRun.connection_id.in_(connections)),
+        delete(Writeback).where(Writeback.connection_id.in_(connections)),
+        delete(PatientAccount).where(PatientAccount.connection_id.in_(connections)),
+        delete(Transaction).where(Transaction.practice_id == practice.id),
+        delete(Patient).where(Patient.practice_id == practice.id),
+        delete(PatientImportRejection).where(PatientImportRejection.import_id.in_(imports)),
+        delete(PatientImport).where(PatientImport.practice_id == practice.id),
+        delete(Connection).where(Connection.practice_id == practice.id),
+        delete(AuditEntry).where(AuditEntry.practice_id == practice.id),
+        delete(Practice).where(Practice.id == practice.id),
+    ):
+        await session.execute(statement.execution_options(synchronize_session=False))

@@ -55,7 +55,7 @@ app.add_typer(patients_app, name="patients")
 app.add_typer(transactions_app, name="transactions")
 app.add_typer(writebacks_app, name="writebacks")
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True)
 T = TypeVar("T")
 ACTOR = f"cli:{os.environ.get('USER', 'unknown')}"
@@ -341,7 +341,7 @@ def sync(
     practice: PracticeOpt = None,
     connection: ConnectionOpt = None,
     dry_run: Annotated[bool, typer.Option(help="Decide and report without writing anything.")] = False,
-    since: Annotated[str | None, typer.Option(help="First local date the report covers (default today).")] = None,
+    since: Annotated[str | None, typer.Option(help="First local date the report covers (default yesterday).")] = None,
     report_format: Annotated[ReportFormat, typer.Option("--format", help="table, csv or json.")] = ReportFormat.table,
 ) -> None:
     """Write back everything due, then print the sync report."""
@@ -370,11 +370,12 @@ def sync(
     failed = outcome.report.line(ReportCategory.IN_ERROR).count + outcome.report.line(
         ReportCategory.INVALID_PATIENT_ID
     ).count
-    if failed and report_format is ReportFormat.table and not dry_run:
+    if failed and not dry_run:
         err.print(
             f"{failed} writebacks need attention: `ledgerlink writebacks list --status failed`, "
             "fix the cause, then `ledgerlink writebacks retry ID...` or `clear ID...`."
         )
+        raise typer.Exit(5)
 
 
 @app.command()

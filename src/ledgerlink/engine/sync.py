@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -78,6 +78,12 @@ POSTED = WritebackStatus.POSTED.value
 FAILED = WritebackStatus.FAILED.value
 SKIPPED = WritebackStatus.SKIPPED.value
 CLEARED = WritebackStatus.CLEARED.value
+
+
+def default_window_start(timezone: str) -> date:
+    """Reports cover yesterday and today (practice-local) by default, so a morning sync shows last
+    evening's payments and a second sync the same day shows the first one's as Already Processed."""
+    return utcnow().astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
 
 
 def idempotency_key(writeback_id: int) -> str:
@@ -145,7 +151,7 @@ async def run_sync(
 ) -> SyncOutcome:
     """Write back everything due on one connection and return the run's sync report.
 
-    `since` is the first local date the report covers (default: the practice's today); earlier
+    `since` is the first local date the report covers (default: the practice's yesterday); earlier
     transactions that are due (retries, late arrivals) are still written.
     """
     async with db.sessions() as session:
@@ -155,7 +161,7 @@ async def run_sync(
         practice = await session.get(Practice, connection.practice_id)
         assert practice is not None
     rules = rules_for(connection, practice)
-    window_start = since or utcnow().astimezone(ZoneInfo(practice.timezone)).date()
+    window_start = since or default_window_start(practice.timezone)
     if dry_run:
         return await _dry_run(db, connection, practice, rules, window_start)
     sync = _Sync(db, connection, practice, rules, connector, progress)
