@@ -13,15 +13,22 @@ from ledgerlink.store.models import Connection, Patient, PatientAccount, Practic
 
 
 async def add_patient(
-    db: Database, practice: Practice, connection: Connection | None, ref: str, account_number: str | None = None
+    db: Database,
+    practice: Practice,
+    connection: Connection | None,
+    ref: str,
+    account_number: str | None = None,
 ) -> Patient:
     async with db.sessions.begin() as session:
         patient = Patient(practice_id=practice.id, patient_ref=ref, first_name="Test", last_name=ref.title())
         session.add(patient)
         await session.flush()
         if connection is not None and account_number is not None:
-            session.add(PatientAccount(patient_id=patient.id, connection_id=connection.id,
-                                       account_number=account_number))
+            session.add(
+                PatientAccount(
+                    patient_id=patient.id, connection_id=connection.id, account_number=account_number
+                )
+            )
     return patient
 
 
@@ -43,18 +50,30 @@ async def add_transaction(
         original_id = None
         if original is not None:
             original_id = await session.scalar(
-                select(Transaction.id).where(Transaction.practice_id == practice.id, Transaction.processor_ref == original)
+                select(Transaction.id).where(
+                    Transaction.practice_id == practice.id, Transaction.processor_ref == original
+                )
             )
         txn = Transaction(
-            practice_id=practice.id, processor_ref=ref, kind=kind, payment_type=payment_type, gross_cents=gross,
-            fee_cents=fee, net_cents=gross - fee, occurred_at=occurred,
+            practice_id=practice.id,
+            processor_ref=ref,
+            kind=kind,
+            payment_type=payment_type,
+            gross_cents=gross,
+            fee_cents=fee,
+            net_cents=gross - fee,
+            occurred_at=occurred,
             local_date=occurred.astimezone(ZoneInfo(practice.timezone)).date(),
-            patient_id=patient.id if patient else None, original_id=original_id, original_ref=original,
+            patient_id=patient.id if patient else None,
+            original_id=original_id,
+            original_ref=original,
         )
         session.add(txn)
     return txn
 
 
-def sandbox_patient(ledger: SandboxLedger, last: str = "Doe", chart: str = "", birth: date | None = None) -> str:
+def sandbox_patient(
+    ledger: SandboxLedger, last: str = "Doe", chart: str = "", birth: date | None = None
+) -> str:
     """Add a patient to the sandbox PMS and return its PatNum as an account number."""
     return str(ledger.add_patient(last, "Pat", chart_number=chart, birth_date=birth))

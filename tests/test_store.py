@@ -23,8 +23,14 @@ async def test_transactions_are_unique_per_practice_and_processor_reference(db: 
 
     def txn(practice_id: int) -> Transaction:
         return Transaction(
-            practice_id=practice_id, processor_ref="ch_1", kind="sale", payment_type="terminal",
-            gross_cents=100, fee_cents=3, net_cents=97, occurred_at=datetime(2026, 1, 2, tzinfo=UTC),
+            practice_id=practice_id,
+            processor_ref="ch_1",
+            kind="sale",
+            payment_type="terminal",
+            gross_cents=100,
+            fee_cents=3,
+            net_cents=97,
+            occurred_at=datetime(2026, 1, 2, tzinfo=UTC),
             local_date=date(2026, 1, 2),
         )
 
@@ -46,3 +52,11 @@ async def test_times_come_back_aware_utc(db: Database) -> None:
 
         loaded = await session.scalar(select(Practice).where(Practice.id == practice.id))
         assert loaded is not None and loaded.created_at.utcoffset() is not None
+
+
+def test_schema_head_constant_matches_the_migrations() -> None:
+    from alembic.script import ScriptDirectory
+
+    from ledgerlink.store.db import SCHEMA_HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == SCHEMA_HEAD

@@ -24,7 +24,9 @@ async def statuses(db: Database) -> dict[int, str]:
         return {w.transaction_id: w.status for w in await session.scalars(select(Writeback))}
 
 
-async def test_sale_posts_net_payment_once_and_rerun_reports_already_processed(db: Database, tmp_path: Path) -> None:
+async def test_sale_posts_net_payment_once_and_rerun_reports_already_processed(
+    db: Database, tmp_path: Path
+) -> None:
     practice, connection = await make_practice(db)
     pms = sandbox(tmp_path)
     patient = await add_patient(db, practice, connection, "p1", sandbox_patient(pms.ledger))
@@ -67,5 +69,7 @@ async def test_unknown_account_number_is_reported_by_the_pms(db: Database, tmp_p
     assert outcome.report.line(ReportCategory.INVALID_PATIENT_ID).count == 1
     async with db.sessions() as session:
         wb = await session.scalar(select(Writeback))
-        assert wb is not None and wb.error_code == "INVALID_PATIENT_ID" and "999999" in (wb.error_message or "")
+        assert (
+            wb is not None and wb.error_code == "INVALID_PATIENT_ID" and "999999" in (wb.error_message or "")
+        )
     await pms.close()

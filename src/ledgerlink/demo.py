@@ -28,10 +28,50 @@ from ledgerlink.settings import Settings
 from ledgerlink.store.db import Database
 
 TIMEZONE = "America/Chicago"
-FIRST_NAMES = ("Ava", "Ben", "Chloe", "Diego", "Emma", "Farah", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena",
-               "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tess")
-LAST_NAMES = ("Adams", "Brooks", "Chen", "Diaz", "Evans", "Foster", "Garcia", "Hughes", "Ito", "Jones", "Khan",
-              "Lopez", "Miller", "Novak", "Okafor", "Patel", "Quinn", "Reyes", "Singh", "Turner")
+FIRST_NAMES = (
+    "Ava",
+    "Ben",
+    "Chloe",
+    "Diego",
+    "Emma",
+    "Farah",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jade",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tess",
+)
+LAST_NAMES = (
+    "Adams",
+    "Brooks",
+    "Chen",
+    "Diaz",
+    "Evans",
+    "Foster",
+    "Garcia",
+    "Hughes",
+    "Ito",
+    "Jones",
+    "Khan",
+    "Lopez",
+    "Miller",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Quinn",
+    "Reyes",
+    "Singh",
+    "Turner",
+)
 PATIENTS = 40
 MISSING_NUMBER = (37, 38, 39)  # patients whose account number was never entered
 WRONG_NUMBER = {40: "9040"}  # a typo: no such PatNum in the PMS
@@ -58,7 +98,9 @@ async def run_demo(
         existing = await find_practice(session, slug)
         if existing is not None:
             if not fresh:
-                out.print(f"Practice {slug!r} exists; run `ledgerlink demo` without --keep to start it afresh.")
+                out.print(
+                    f"Practice {slug!r} exists; run `ledgerlink demo` without --keep to start it afresh."
+                )
                 return
             await delete_practice(session, existing)
     (settings.sandbox_dir / sandbox_file).unlink(missing_ok=True)
@@ -67,14 +109,26 @@ async def run_demo(
 
     async with db.sessions.begin() as session:
         practice = await create_practice(
-            session, slug=slug, name="Bright Smile Dental", timezone=TIMEZONE, patient_capacity=1000, actor="demo"
+            session,
+            slug=slug,
+            name="Bright Smile Dental",
+            timezone=TIMEZONE,
+            patient_capacity=1000,
+            actor="demo",
         )
         connection = await add_connection(
-            session, practice, name="pms", kind="sandbox", settings={"path": sandbox_file},
-            type_handling={"insurance": "manual"}, actor="demo",
+            session,
+            practice,
+            name="pms",
+            kind="sandbox",
+            settings={"path": sandbox_file},
+            type_handling={"insurance": "manual"},
+            actor="demo",
         )
-    out.print(f"[bold]1.[/] Practice [bold]{practice.name}[/] ({slug}, {TIMEZONE}) with a sandbox PMS "
-              f"at {settings.sandbox_dir / sandbox_file}; insurance payments are set to manual posting.")
+    out.print(
+        f"[bold]1.[/] Practice [bold]{practice.name}[/] ({slug}, {TIMEZONE}) with a sandbox PMS "
+        f"at {settings.sandbox_dir / sandbox_file}; insurance payments are set to manual posting."
+    )
 
     ledger = SandboxLedger(settings.sandbox_dir / sandbox_file)
     try:
@@ -85,8 +139,9 @@ async def run_demo(
     files = write_demo_files(demo_dir, day)
 
     with progress("Importing patients", None) as advance:
-        patients = await import_patients(db, practice, connection, files.patients_csv, preset="generic",
-                                         progress=advance)
+        patients = await import_patients(
+            db, practice, connection, files.patients_csv, preset="generic", progress=advance
+        )
     out.print(
         f"[bold]2.[/] Patients from {files.patients_csv}: {patients.created} created, "
         f"{patients.rejected_count} rejected"
@@ -135,7 +190,9 @@ def seed_sandbox(ledger: SandboxLedger) -> None:
     rng = random.Random(7)
     for n in range(1, PATIENTS + 1):
         ledger.add_patient(
-            LAST_NAMES[(n - 1) % len(LAST_NAMES)], FIRST_NAMES[(n * 7) % len(FIRST_NAMES)], pat_num=n,
+            LAST_NAMES[(n - 1) % len(LAST_NAMES)],
+            FIRST_NAMES[(n * 7) % len(FIRST_NAMES)],
+            pat_num=n,
             birth_date=date(1950 + rng.randrange(60), rng.randrange(1, 13), rng.randrange(1, 28)),
         )
 
@@ -144,22 +201,46 @@ def write_demo_files(directory: Path, day: date) -> DemoFiles:
     patients_csv = directory / "patients.csv"
     with patients_csv.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["patient_id", "first_name", "last_name", "birth_date", "email", "account_number", "status"])
+        writer.writerow(
+            ["patient_id", "first_name", "last_name", "birth_date", "email", "account_number", "status"]
+        )
         rng = random.Random(7)
         for n in range(1, PATIENTS + 1):
             first = FIRST_NAMES[(n * 7) % len(FIRST_NAMES)]
             last = LAST_NAMES[(n - 1) % len(LAST_NAMES)]
             birth = date(1950 + rng.randrange(60), rng.randrange(1, 13), rng.randrange(1, 28))
             number = "" if n in MISSING_NUMBER else WRONG_NUMBER.get(n, str(n))
-            writer.writerow([f"P-{1000 + n}", first, last, birth.isoformat(), f"{first.lower()}{n}@example.com",
-                             number, "active"])
+            writer.writerow(
+                [
+                    f"P-{1000 + n}",
+                    first,
+                    last,
+                    birth.isoformat(),
+                    f"{first.lower()}{n}@example.com",
+                    number,
+                    "active",
+                ]
+            )
         writer.writerow(["P-1099", "Walk", "In", "31/02/1990", "", "", "active"])  # a bad date: rejected
 
     transactions_csv = directory / "transactions.csv"
     with transactions_csv.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["reference", "time", "kind", "payment_type", "gross", "fee", "patient_id",
-                         "original_reference", "card_brand", "card_last4", "description"])
+        writer.writerow(
+            [
+                "reference",
+                "time",
+                "kind",
+                "payment_type",
+                "gross",
+                "fee",
+                "patient_id",
+                "original_reference",
+                "card_brand",
+                "card_last4",
+                "description",
+            ]
+        )
         for row in demo_transactions(day):
             writer.writerow(row)
     return DemoFiles(patients_csv, transactions_csv)
@@ -186,8 +267,21 @@ def demo_transactions(day: date) -> list[list[str]]:
 
     # A sale from last week, posted then; today it comes back as a chargeback.
     week_ago = datetime.combine(day - timedelta(days=6), time(10, 30)).isoformat(timespec="seconds")
-    rows.append(["ch_demo_0001", week_ago, "sale", "terminal", "185.00", money(fee(18500)), "P-1005", "",
-                 "visa", "4242", "Crown seat"])
+    rows.append(
+        [
+            "ch_demo_0001",
+            week_ago,
+            "sale",
+            "terminal",
+            "185.00",
+            money(fee(18500)),
+            "P-1005",
+            "",
+            "visa",
+            "4242",
+            "Crown seat",
+        ]
+    )
     sales: list[tuple[str, int, str]] = []
     for n in range(2, 46):
         ptype = types[n % len(types)]
@@ -196,19 +290,97 @@ def demo_transactions(day: date) -> list[list[str]]:
         ref = f"ch_demo_{n:04d}"
         kind = "decline" if n % 13 == 0 else "sale"
         brand = rng.choice(brands)
-        rows.append([ref, stamp(), kind, ptype, money(gross), money(fee(gross)) if kind == "sale" else "0.00",
-                     patient, "", brand, f"{rng.randrange(10000):04d}", "Visit payment"])
+        rows.append(
+            [
+                ref,
+                stamp(),
+                kind,
+                ptype,
+                money(gross),
+                money(fee(gross)) if kind == "sale" else "0.00",
+                patient,
+                "",
+                brand,
+                f"{rng.randrange(10000):04d}",
+                "Visit payment",
+            ]
+        )
         if kind == "sale":
             sales.append((ref, gross, patient))
     refund_full, refund_partial, voided = sales[3], sales[8], sales[14]
-    rows.append([f"re_demo_{refund_full[0][-4:]}", stamp(), "refund", "terminal", money(refund_full[1]), "0.00",
-                 refund_full[2], refund_full[0], "", "", "Refund: treatment cancelled"])
-    rows.append([f"re_demo_{refund_partial[0][-4:]}", stamp(), "refund", "terminal", money(refund_partial[1] // 2),
-                 "0.00", refund_partial[2], refund_partial[0], "", "", "Partial refund: insurance paid part"])
-    rows.append([f"vo_demo_{voided[0][-4:]}", stamp(), "void", "terminal", money(voided[1]), "0.00", voided[2],
-                 voided[0], "", "", "Keyed twice: voided"])
-    rows.append(["dp_demo_0001", stamp(), "chargeback", "terminal", "185.00", "15.00", "P-1005", "ch_demo_0001",
-                 "", "", "Dispute lost"])
-    rows.append(["re_demo_9999", stamp(), "refund", "online", "60.00", "0.00", "P-1012", "ch_legacy_2024_881",
-                 "", "", "Refund of a payment from before ledgerlink"])
+    rows.append(
+        [
+            f"re_demo_{refund_full[0][-4:]}",
+            stamp(),
+            "refund",
+            "terminal",
+            money(refund_full[1]),
+            "0.00",
+            refund_full[2],
+            refund_full[0],
+            "",
+            "",
+            "Refund: treatment cancelled",
+        ]
+    )
+    rows.append(
+        [
+            f"re_demo_{refund_partial[0][-4:]}",
+            stamp(),
+            "refund",
+            "terminal",
+            money(refund_partial[1] // 2),
+            "0.00",
+            refund_partial[2],
+            refund_partial[0],
+            "",
+            "",
+            "Partial refund: insurance paid part",
+        ]
+    )
+    rows.append(
+        [
+            f"vo_demo_{voided[0][-4:]}",
+            stamp(),
+            "void",
+            "terminal",
+            money(voided[1]),
+            "0.00",
+            voided[2],
+            voided[0],
+            "",
+            "",
+            "Keyed twice: voided",
+        ]
+    )
+    rows.append(
+        [
+            "dp_demo_0001",
+            stamp(),
+            "chargeback",
+            "terminal",
+            "185.00",
+            "15.00",
+            "P-1005",
+            "ch_demo_0001",
+            "",
+            "",
+            "Dispute lost",
+        ]
+    )
+    rows.append(
+        [
+            "re_demo_9999",
+            stamp(),
+            "refund",
+            "online",
+            "60.00",
+            "0.00",
+            "P-1012",
+            "ch_legacy_2024_881",
+            "",
+            "",
+            "Refund of a payment from before ledgerlink",
+        ]
+    )
     return rows

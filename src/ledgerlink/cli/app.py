@@ -60,8 +60,12 @@ err = Console(stderr=True)
 T = TypeVar("T")
 ACTOR = f"cli:{os.environ.get('USER', 'unknown')}"
 
-PracticeOpt = Annotated[str | None, typer.Option("--practice", "-p", help="Practice id (optional when there is one).")]
-ConnectionOpt = Annotated[str | None, typer.Option("--connection", "-c", help="Connection name (optional when one).")]
+PracticeOpt = Annotated[
+    str | None, typer.Option("--practice", "-p", help="Practice id (optional when there is one).")
+]
+ConnectionOpt = Annotated[
+    str | None, typer.Option("--connection", "-c", help="Connection name (optional when one).")
+]
 
 
 class ReportFormat(StrEnum):
@@ -158,7 +162,12 @@ def practice_create(
     async def work(db: Database, _: Settings) -> None:
         async with db.sessions.begin() as session:
             practice = await create_practice(
-                session, slug=slug, name=name or slug, timezone=timezone, patient_capacity=capacity, actor=ACTOR
+                session,
+                slug=slug,
+                name=name or slug,
+                timezone=timezone,
+                patient_capacity=capacity,
+                actor=ACTOR,
             )
         out.print(f"created practice [bold]{practice.slug}[/] ({practice.timezone})")
 
@@ -182,8 +191,12 @@ def connection_add(
     practice: PracticeOpt = None,
     name: Annotated[str, typer.Option(help="Connection name.")] = "pms",
     kind: Annotated[str, typer.Option(help="Connector: sandbox.")] = "sandbox",
-    setting: Annotated[list[str] | None, typer.Option("--setting", "-s", help="Connector setting key=value.")] = None,
-    start_date: Annotated[str | None, typer.Option(help="Write back nothing dated before this (YYYY-MM-DD).")] = None,
+    setting: Annotated[
+        list[str] | None, typer.Option("--setting", "-s", help="Connector setting key=value.")
+    ] = None,
+    start_date: Annotated[
+        str | None, typer.Option(help="Write back nothing dated before this (YYYY-MM-DD).")
+    ] = None,
     amount: Annotated[str, typer.Option(help="net, gross or gross_plus_fee.")] = "net",
     timing: Annotated[str, typer.Option(help="instant or daily.")] = "instant",
     daily_time: Annotated[str, typer.Option(help="Local time of the daily writeback (HH:MM).")] = "18:00",
@@ -207,9 +220,18 @@ def connection_add(
             connector = open_connector(kind, raw, settings.data_dir)  # validates the settings
             await connector.close()
             connection = await add_connection(
-                session, p, name=name, kind=kind, settings=dict(raw), start_date=parse_date(start_date, "start_date"),
-                amount_mode=amount, timing=timing, daily_time=at, chargebacks_enabled=chargebacks,
-                type_handling=parse_pairs(rule, "type"), actor=ACTOR,
+                session,
+                p,
+                name=name,
+                kind=kind,
+                settings=dict(raw),
+                start_date=parse_date(start_date, "start_date"),
+                amount_mode=amount,
+                timing=timing,
+                daily_time=at,
+                chargebacks_enabled=chargebacks,
+                type_handling=parse_pairs(rule, "type"),
+                actor=ACTOR,
             )
         out.print(f"added connection [bold]{connection.name}[/] ({kind}) to {p.slug}")
 
@@ -244,7 +266,9 @@ def patients_import(
     practice: PracticeOpt = None,
     connection: ConnectionOpt = None,
     preset: Annotated[str, typer.Option(help="Column preset: generic or opendental.")] = "generic",
-    column: Annotated[list[str] | None, typer.Option("--map", help="Map a file column: HEADER=field.")] = None,
+    column: Annotated[
+        list[str] | None, typer.Option("--map", help="Map a file column: HEADER=field.")
+    ] = None,
     skip_inactive: Annotated[bool, typer.Option(help="Skip inactive patients.")] = False,
     account_number: Annotated[str, typer.Option(help="opendental preset: patnum or chartnumber.")] = "patnum",
 ) -> None:
@@ -255,8 +279,15 @@ def patients_import(
         p, c = await practice_and_connection(db, practice, connection)
         with _progress("Importing patients", total=None) as advance:
             result = await import_patients(
-                db, p, c, file, preset=preset, column_map=parse_pairs(column, "map") or None,
-                skip_inactive=skip_inactive, account_number_source=account_number, progress=advance,
+                db,
+                p,
+                c,
+                file,
+                preset=preset,
+                column_map=parse_pairs(column, "map") or None,
+                skip_inactive=skip_inactive,
+                account_number_source=account_number,
+                progress=advance,
             )
         out.print(
             f"Import {result.import_id}: {result.rows} rows: [green]{result.created} created[/], "
@@ -285,7 +316,7 @@ def patients_set_account(
     from ledgerlink.patients.accounts import set_account_number
 
     async def work(db: Database, _: Settings) -> None:
-        p, c = await practice_and_connection(db, practice, connection)
+        _practice, c = await practice_and_connection(db, practice, connection)
         async with db.sessions.begin() as session:
             await set_account_number(session, c, patient_id, account_number, actor=ACTOR)
         out.print(f"patient {patient_id}: account number on {c.name} is now {account_number.strip()}")
@@ -300,8 +331,12 @@ def patients_set_account(
 def transactions_import(
     file: Annotated[Path, typer.Argument(help="Processor export: .csv or .jsonl.")],
     practice: PracticeOpt = None,
-    file_format: Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: by extension).")] = None,
-    import_valid_rows: Annotated[bool, typer.Option(help="Import the valid rows even if some are bad.")] = False,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv or jsonl (default: by extension).")
+    ] = None,
+    import_valid_rows: Annotated[
+        bool, typer.Option(help="Import the valid rows even if some are bad.")
+    ] = False,
 ) -> None:
     """Import a processor's transaction export. A file with bad rows imports nothing unless asked."""
     from ledgerlink.sources.transaction_import import import_transactions
@@ -341,8 +376,12 @@ def sync(
     practice: PracticeOpt = None,
     connection: ConnectionOpt = None,
     dry_run: Annotated[bool, typer.Option(help="Decide and report without writing anything.")] = False,
-    since: Annotated[str | None, typer.Option(help="First local date the report covers (default yesterday).")] = None,
-    report_format: Annotated[ReportFormat, typer.Option("--format", help="table, csv or json.")] = ReportFormat.table,
+    since: Annotated[
+        str | None, typer.Option(help="First local date the report covers (default yesterday).")
+    ] = None,
+    report_format: Annotated[
+        ReportFormat, typer.Option("--format", help="table, csv or json.")
+    ] = ReportFormat.table,
 ) -> None:
     """Write back everything due, then print the sync report."""
 
@@ -356,7 +395,12 @@ def sync(
                     advance(step.done, step.total)
 
                 outcome = await run_sync(
-                    db, c.id, connector, since=parse_date(since, "since"), dry_run=dry_run, progress=on_progress
+                    db,
+                    c.id,
+                    connector,
+                    since=parse_date(since, "since"),
+                    dry_run=dry_run,
+                    progress=on_progress,
                 )
         finally:
             await connector.close()
@@ -367,9 +411,10 @@ def sync(
         return outcome
 
     outcome = run(work)
-    failed = outcome.report.line(ReportCategory.IN_ERROR).count + outcome.report.line(
-        ReportCategory.INVALID_PATIENT_ID
-    ).count
+    failed = (
+        outcome.report.line(ReportCategory.IN_ERROR).count
+        + outcome.report.line(ReportCategory.INVALID_PATIENT_ID).count
+    )
     if failed and not dry_run:
         err.print(
             f"{failed} writebacks need attention: `ledgerlink writebacks list --status failed`, "
@@ -385,7 +430,9 @@ def report(
     run_id: Annotated[int | None, typer.Option("--run", help="A sync run's id.")] = None,
     since: Annotated[str | None, typer.Option(help="First local date (YYYY-MM-DD).")] = None,
     until: Annotated[str | None, typer.Option(help="Last local date (default: since, or today).")] = None,
-    report_format: Annotated[ReportFormat, typer.Option("--format", help="table, csv or json.")] = ReportFormat.table,
+    report_format: Annotated[
+        ReportFormat, typer.Option("--format", help="table, csv or json.")
+    ] = ReportFormat.table,
 ) -> None:
     """Print the sync report of a run (default: the latest) or of a date range."""
 
@@ -399,14 +446,22 @@ def report(
                 if end < start:
                     raise InvalidInput("until is before since", field="until")
                 result = await range_report(session, c.id, start, end)
-                _print_report(result, f"Report {start} to {end}: {p.name} / {c.name}", report_format,
-                              since=start, until=end)
+                _print_report(
+                    result,
+                    f"Report {start} to {end}: {p.name} / {c.name}",
+                    report_format,
+                    since=start,
+                    until=end,
+                )
                 return
             if run_id is None:
                 from sqlalchemy import select
 
                 latest = await session.scalar(
-                    select(SyncRun.id).where(SyncRun.connection_id == c.id).order_by(SyncRun.id.desc()).limit(1)
+                    select(SyncRun.id)
+                    .where(SyncRun.connection_id == c.id)
+                    .order_by(SyncRun.id.desc())
+                    .limit(1)
                 )
                 if latest is None:
                     raise InvalidInput("no sync has run yet on this connection; run `ledgerlink sync`")
@@ -417,7 +472,9 @@ def report(
                 if found is None or found.connection_id != c.id:
                     raise InvalidInput(f"no sync run {chosen} on this connection", field="run")
             result = await run_report(session, chosen)
-            _print_report(result, f"Sync report: {p.name} / {c.name} / run {chosen}", report_format, run_id=chosen)
+            _print_report(
+                result, f"Sync report: {p.name} / {c.name} / run {chosen}", report_format, run_id=chosen
+            )
 
     run(work)
 
@@ -429,13 +486,15 @@ def runs(practice: PracticeOpt = None, connection: ConnectionOpt = None, limit: 
     async def work(db: Database, _: Settings) -> None:
         from sqlalchemy import select
 
-        _, c = await practice_and_connection(db, practice, connection)
+        _practice, c = await practice_and_connection(db, practice, connection)
         async with db.sessions() as session:
             rows = await session.scalars(
                 select(SyncRun).where(SyncRun.connection_id == c.id).order_by(SyncRun.id.desc()).limit(limit)
             )
             for r in rows:
-                out.print(f"{r.id}\t{r.started_at:%Y-%m-%d %H:%M:%S}Z\t{r.trigger}\t{r.status}\t{r.error or ''}")
+                out.print(
+                    f"{r.id}\t{r.started_at:%Y-%m-%d %H:%M:%S}Z\t{r.trigger}\t{r.status}\t{r.error or ''}"
+                )
 
     run(work)
 
@@ -455,7 +514,9 @@ def _print_report(result: Any, title: str, report_format: ReportFormat, **meta: 
 @writebacks_app.command("list")
 def writebacks_list(
     practice: PracticeOpt = None,
-    status: Annotated[str | None, typer.Option(help="pending, posted, failed, skipped, cleared, in_flight.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, posted, failed, skipped, cleared, in_flight.")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="First local date.")] = None,
     until: Annotated[str | None, typer.Option(help="Last local date.")] = None,
     limit: int = 200,
@@ -466,7 +527,11 @@ def writebacks_list(
         async with db.sessions() as session:
             p = await resolve_practice(session, practice)
             rows = await list_writebacks(
-                session, p.id, status=status, since=parse_date(since, "since"), until=parse_date(until, "until"),
+                session,
+                p.id,
+                status=status,
+                since=parse_date(since, "since"),
+                until=parse_date(until, "until"),
                 limit=limit,
             )
         out.print(writebacks_table(rows))
@@ -508,7 +573,9 @@ def writebacks_clear(ids: list[int], practice: PracticeOpt = None) -> None:
 @app.command()
 def demo(
     practice: Annotated[str, typer.Option(help="Practice id of the demo.")] = "demo",
-    keep: Annotated[bool, typer.Option(help="Keep an existing demo practice instead of starting afresh.")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="Keep an existing demo practice instead of starting afresh.")
+    ] = False,
 ) -> None:
     """Set up a demo practice on the sandbox PMS, import a day of payments, sync, and show the report."""
     from ledgerlink.demo import run_demo
@@ -522,13 +589,18 @@ def demo(
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
-class _progress:  # noqa: N801 - used like a function: `with _progress(...) as advance`
+class _progress:  # lower-case: used like a function, `with _progress(...) as advance`
     """A Rich progress bar on stderr that accepts (done) or (done, total) updates; silent when not a TTY."""
 
     def __init__(self, label: str, total: int | None) -> None:
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=err, transient=True, disable=not err.is_terminal,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
         )
         self.task = self.bar.add_task(label, total=total)
 
@@ -549,4 +621,3 @@ class _progress:  # noqa: N801 - used like a function: `with _progress(...) as a
 
 def main() -> None:
     app()
-

@@ -35,9 +35,11 @@ def report_table(report: SyncReport, title: str) -> Table:
     for line in report.lines:
         if line.category not in _MAIN_LINES and not line.count:
             continue
-        style = "bold red" if line.count and line.category in (
-            ReportCategory.IN_ERROR, ReportCategory.INVALID_PATIENT_ID
-        ) else None
+        style = (
+            "bold red"
+            if line.count and line.category in (ReportCategory.IN_ERROR, ReportCategory.INVALID_PATIENT_ID)
+            else None
+        )
         table.add_row(line.category.label, str(line.count), format_cents(line.total_cents), style=style)
     return table
 
@@ -47,7 +49,9 @@ def report_csv(report: SyncReport) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["category", "label", "count", "total"])
     for line in report.lines:
-        writer.writerow([line.category.value, line.category.label, line.count, cents_to_decimal(line.total_cents)])
+        writer.writerow(
+            [line.category.value, line.category.label, line.count, cents_to_decimal(line.total_cents)]
+        )
     return out.getvalue()
 
 
@@ -71,8 +75,15 @@ def report_json(report: SyncReport, **meta: object) -> str:
 def writebacks_table(rows: Sequence[WritebackView]) -> Table:
     table = Table(title=f"Writebacks ({len(rows)})", title_justify="left")
     for name, justify in (
-        ("ID", "right"), ("Date", "left"), ("Reference", "left"), ("Kind", "left"), ("Type", "left"),
-        ("Amount", "right"), ("Patient", "left"), ("Account #", "left"), ("Load Status", "left"),
+        ("ID", "right"),
+        ("Date", "left"),
+        ("Reference", "left"),
+        ("Kind", "left"),
+        ("Type", "left"),
+        ("Amount", "right"),
+        ("Patient", "left"),
+        ("Account #", "left"),
+        ("Load Status", "left"),
         ("Load Error", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -81,7 +92,15 @@ def writebacks_table(rows: Sequence[WritebackView]) -> Table:
         error = f"{row.error_code}: {row.error_message}" if row.error_code else ""
         amount = row.amount_cents or row.gross_cents
         table.add_row(
-            str(row.id), row.local_date.isoformat(), row.processor_ref, row.kind, row.payment_type,
-            format_cents(amount), row.patient_ref or "", row.account_number or "", status, error,
+            str(row.id),
+            row.local_date.isoformat(),
+            row.processor_ref,
+            row.kind,
+            row.payment_type,
+            format_cents(amount),
+            row.patient_ref or "",
+            row.account_number or "",
+            status,
+            error,
         )
     return table

@@ -17,10 +17,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import BigInteger, Table, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.clock import utcnow
@@ -68,7 +68,7 @@ from ledgerlink.store.models import (
 from ledgerlink.store.models import Transaction as TransactionRow
 from ledgerlink.store.models import Writeback as WritebackRow
 
-WB = WritebackRow.__table__  # Core table: executemany updates by id without ORM bookkeeping
+WB = cast(Table, WritebackRow.__table__)  # Core table: executemany updates by id without ORM bookkeeping
 CLAIM_BATCH = 1000
 PMS_CALL_TIMEOUT = 30.0
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SCHEMA_HEAD = "0001"
+"""The newest migration's revision; a test keeps it equal to Alembic's head. Lets every command start
+without loading Alembic when the schema is already current."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -61,6 +65,8 @@ def create_engine_for(url: str) -> AsyncEngine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
@@ -69,6 +75,8 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Bring the database at `url` to the newest schema. Safe to call on every start."""
+    from alembic import command
+
     engine = create_sync_engine(url)
     try:
         with engine.begin() as conn:
@@ -79,13 +87,20 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
-def needs_migration(url: str) -> bool:
+def schema_is_current(url: str) -> bool:
     engine = create_sync_engine(url)
     try:
         with engine.connect() as conn:
-            return "alembic_version" not in inspect(conn).get_table_names()
+            if "alembic_version" not in inspect(conn).get_table_names():
+                return False
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
     finally:
         engine.dispose()
+
+
+def ensure_schema(url: str) -> None:
+    if not schema_is_current(url):
+        migrate(url)
 
 
 class Database:
@@ -99,7 +114,7 @@ class Database:
     @classmethod
     async def open(cls, url: str, *, migrate_schema: bool = True) -> Database:
         if migrate_schema:
-            await asyncio.to_thread(migrate, url)
+            await asyncio.to_thread(ensure_schema, url)
         return cls(url)
 
     @property
