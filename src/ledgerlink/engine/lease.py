@@ -73,13 +73,15 @@ async def acquire(session: AsyncSession, connection_id: int, owner: str) -> None
     raise SyncAlreadyRunning(f"a sync of this connection is already running ({who}); try again when it ends")
 
 
-async def renew(session: AsyncSession, connection_id: int, owner: str) -> None:
-    await session.execute(
+async def renew(session: AsyncSession, connection_id: int, owner: str) -> bool:
+    """Push the lease's end out again; False when `owner` no longer holds it (it expired and was taken)."""
+    result = await session.execute(
         update(Connection)
         .where(Connection.id == connection_id, Connection.sync_owner == owner)
         .values(sync_lease_until=utcnow() + timedelta(seconds=LEASE_SECONDS))
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def release(session: AsyncSession, connection_id: int, owner: str) -> None:

@@ -20,7 +20,20 @@ from datetime import date, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, Table, and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    and_,
+    bindparam,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.clock import utcnow
@@ -54,6 +67,7 @@ from ledgerlink.engine import lease
 from ledgerlink.engine.rate_limit import RateLimiter
 from ledgerlink.engine.reports import run_report
 from ledgerlink.engine.retry_policy import IN_RUN_DELAYS, MAX_ATTEMPTS, next_attempt_at
+from ledgerlink.errors import SyncAlreadyRunning
 from ledgerlink.practices import rules_for
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import (
@@ -185,6 +199,7 @@ class _Sync:
         self.connector = connector
         self.progress = progress
         self.owner = lease.new_owner_id()
+        self.lease_renewed_at = utcnow()
         self.limiter = RateLimiter(connector.limits.requests_per_second)
         self.run_id = 0
         self.done = 0
@@ -193,6 +208,13 @@ class _Sync:
     async def run(self, window_start: date, trigger: str) -> SyncOutcome:
         async with self.db.sessions.begin() as session:
             await lease.acquire(session, self.connection.id, self.owner)
+            self.lease_renewed_at = utcnow()
+            # With the lease held, a run of this connection still marked running is one whose process died.
+            await session.execute(
+                update(SyncRun)
+                .where(SyncRun.connection_id == self.connection.id, SyncRun.status == "running")
+                .values(status="failed", finished_at=utcnow(), error="interrupted: the sync process died")
+            )
             run = SyncRun(connection_id=self.connection.id, trigger=trigger, since_date=window_start)
             session.add(run)
             await session.flush()
@@ -237,7 +259,7 @@ class _Sync:
             recorded = deferred = 0
             while True:
                 async with self.db.sessions.begin() as session:
-                    await lease.renew(session, self.connection.id, self.owner)
+                    await self._renew_lease(session)
                     items = await _claim(session, self.connection.id, cursor, CLAIM_BATCH)
                     if not items:
                         break
@@ -248,6 +270,24 @@ class _Sync:
                 deferred += d
             if not deferred or not recorded:
                 return
+
+    async def _renew_lease(self, session: AsyncSession) -> None:
+        if not await lease.renew(session, self.connection.id, self.owner):
+            raise SyncAlreadyRunning(
+                "this sync lost the connection's lease to another one and stopped before writing more"
+            )
+        self.lease_renewed_at = utcnow()
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease before a PMS call once a quarter of it has passed.
+
+        A claim batch can outlast the lease (a slow or rate-limited PMS); an expired lease is free for
+        another sync, which would take this one's in-flight writebacks for abandoned and post them too.
+        """
+        if utcnow() - self.lease_renewed_at < timedelta(seconds=lease.LEASE_SECONDS / 4):
+            return
+        async with self.db.sessions.begin() as session:
+            await self._renew_lease(session)
 
     async def _process_batch(self, items: list[_Item]) -> tuple[int, int]:
         batch = _Batch()
@@ -402,6 +442,7 @@ class _Sync:
             if item.writeback_id not in unknown:
                 to_post.append(item)
                 continue
+            await self._keep_lease()
             try:
                 await self.limiter.wait()
                 found = await asyncio.wait_for(
@@ -420,6 +461,7 @@ class _Sync:
 
     async def _post(self, chunk: Sequence[_Item]) -> Sequence[WriteResult]:
         first = chunk[0].decision
+        await self._keep_lease()
         await self.limiter.wait()
         try:
             if isinstance(first, PostPayment):
@@ -495,7 +537,14 @@ class _Sync:
         if not batch.outcomes:
             return
         now = utcnow()
-        params = [
+        # Most outcomes are plain postings (built by `_posted` only): they get a statement of their own that
+        # binds three values per row instead of twelve, the constant columns written as SQL literals.
+        posted = [
+            {"wid": o.writeback_id, "category": o.category, "ref": o.pms_ref, "run": self.run_id, "now": now}
+            for o in batch.outcomes
+            if o.status == POSTED
+        ]
+        others = [
             {
                 "wid": o.writeback_id,
                 "status": o.status,
@@ -511,29 +560,50 @@ class _Sync:
                 "now": now,
             }
             for o in batch.outcomes
+            if o.status != POSTED
         ]
         async with self.db.sessions.begin() as session:
-            await session.execute(
-                update(WB)
-                .where(WB.c.id == bindparam("wid"))
-                .values(
-                    status=bindparam("status"),
-                    category=bindparam("category"),
-                    error_code=bindparam("code"),
-                    error_message=bindparam("message"),
-                    pms_ref=bindparam("ref"),
-                    uncertain=bindparam("uncertain"),
-                    next_attempt_at=bindparam("next_at"),
-                    amount_cents=func.coalesce(
-                        bindparam("amount", type_=BigInteger), WritebackRow.amount_cents
-                    ),
-                    skip_reason=bindparam("skip"),
-                    last_run_id=bindparam("run"),
-                    updated_at=bindparam("now"),
+            if posted:
+                await session.execute(
+                    update(WB)
+                    .where(WB.c.id == bindparam("wid"))
+                    .values(
+                        status=POSTED,
+                        category=bindparam("category"),
+                        error_code=null(),
+                        error_message=null(),
+                        pms_ref=bindparam("ref"),
+                        uncertain=false(),
+                        next_attempt_at=null(),
+                        skip_reason=null(),
+                        last_run_id=bindparam("run"),
+                        updated_at=bindparam("now"),
+                    )
+                    .execution_options(synchronize_session=False),
+                    posted,
                 )
-                .execution_options(synchronize_session=False),
-                params,
-            )
+            if others:
+                await session.execute(
+                    update(WB)
+                    .where(WB.c.id == bindparam("wid"))
+                    .values(
+                        status=bindparam("status"),
+                        category=bindparam("category"),
+                        error_code=bindparam("code"),
+                        error_message=bindparam("message"),
+                        pms_ref=bindparam("ref"),
+                        uncertain=bindparam("uncertain"),
+                        next_attempt_at=bindparam("next_at"),
+                        amount_cents=func.coalesce(
+                            bindparam("amount", type_=BigInteger), WritebackRow.amount_cents
+                        ),
+                        skip_reason=bindparam("skip"),
+                        last_run_id=bindparam("run"),
+                        updated_at=bindparam("now"),
+                    )
+                    .execution_options(synchronize_session=False),
+                    others,
+                )
             if batch.reversed_amounts:
                 await session.execute(
                     update(WB)
@@ -638,10 +708,13 @@ async def enroll(session: AsyncSession, connection: Connection, practice: Practi
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _due_filter(connection_id: int, now: datetime) -> Any:
+DUE_STATUSES = (PENDING, IN_FLIGHT)
+
+
+def _due_filter(connection_id: int, now: datetime, statuses: Sequence[str] = DUE_STATUSES) -> Any:
     return and_(
         WritebackRow.connection_id == connection_id,
-        WritebackRow.status.in_((PENDING, IN_FLIGHT)),
+        WritebackRow.status.in_(statuses),
         or_(WritebackRow.next_attempt_at.is_(None), WritebackRow.next_attempt_at <= now),
     )
 
@@ -656,6 +729,23 @@ async def _count_due(session: AsyncSession, connection_id: int, now: datetime) -
 
 
 async def _claim(session: AsyncSession, connection_id: int, after_id: int, limit: int) -> list[_Item]:
+    """The next `limit` due writebacks after `after_id`, in id order.
+
+    One query per due status: with `status IN (...)` the due index cannot hand rows over in id order, so
+    SQLite (and PostgreSQL before 17) would join and sort every remaining due row on each claim, which makes
+    a long backlog quadratic. Per status, the index walks in id order and stops after `limit` rows.
+    """
+    now = utcnow()
+    items: list[_Item] = []
+    for status in DUE_STATUSES:
+        items.extend(await _claim_status(session, connection_id, status, now, after_id, limit))
+    items.sort(key=lambda item: item.writeback_id)
+    return items[:limit]
+
+
+async def _claim_status(
+    session: AsyncSession, connection_id: int, status: str, now: datetime, after_id: int, limit: int
+) -> list[_Item]:
     t = TransactionRow
     w = WritebackRow
     query = (
@@ -681,12 +771,13 @@ async def _claim(session: AsyncSession, connection_id: int, after_id: int, limit
             PatientAccount,
             and_(PatientAccount.patient_id == t.patient_id, PatientAccount.connection_id == w.connection_id),
         )
-        .where(_due_filter(connection_id, utcnow()), w.id > after_id)
+        .where(_due_filter(connection_id, now, (status,)), w.id > after_id)
         .order_by(w.id)
         .limit(limit)
     )
     items = []
-    for row in await session.execute(query):
+    connection = await session.connection()  # Core rows: the ORM adds nothing to plain columns but cost
+    for row in await connection.execute(query):
         txn = Transaction(
             id=row[4],
             kind=TransactionKind(row[5]),
