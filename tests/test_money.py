@@ -102,7 +102,7 @@ def test_largest_accepted_amount_is_just_below_the_limit() -> None:
     assert parse_amount("(99999999999.99)", allow_negative=True) == -(MAX_CENTS - 1)
 
 
-@pytest.mark.parametrize("text", ["100000000000.00", "1" + "0" * 40, "1e20", "1e99999"])
+@pytest.mark.parametrize("text", ["100000000000.00", "1" + "0" * 40, "99,999,999,999,999.00"])
 def test_huge_amounts_are_refused(text: str) -> None:
     with pytest.raises(AmountError, match="too large"):
         parse_amount(text)
@@ -113,23 +113,21 @@ def test_huge_negative_amounts_are_refused() -> None:
         parse_amount("-100000000000", allow_negative=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an exponent beyond Decimal's Emax raises decimal.Overflow instead of AmountError",
-)
-def test_absurd_exponent_is_refused_as_too_large() -> None:
-    with pytest.raises(AmountError):
-        parse_amount("1e999999")
+@pytest.mark.parametrize("text", ["1e999999", "1e20", "1e3", "1_000", "١٢٣", "0x10", "12.5.0"])
+def test_only_plain_decimal_notation_is_an_amount(text: str) -> None:
+    with pytest.raises(AmountError, match="not an amount"):
+        parse_amount(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: commas are stripped wherever they are, so the European '12,50' is read as $1,250.00",
-)
 @pytest.mark.parametrize("text", ["12,50", "1,2", "1,23.45", "12,3456"])
 def test_commas_that_are_not_thousands_separators_are_refused(text: str) -> None:
-    with pytest.raises(AmountError):
+    with pytest.raises(AmountError, match="not an amount"):
         parse_amount(text)
+
+
+def test_decimal_comma_gets_a_hint() -> None:
+    with pytest.raises(AmountError, match="use a dot for decimals"):
+        parse_amount("12,50")
 
 
 def test_error_names_the_offending_text() -> None:

@@ -116,15 +116,11 @@ def test_gross_plus_fee_with_no_fee_posts_no_fee_entry() -> None:
     assert (decision.amount_cents, decision.fee_cents) == (5000, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decide() returns PostPayment/PostReversal for 0 cents, which no PMS accepts as a payment",
-)
 @pytest.mark.parametrize("kind", [TransactionKind.SALE, TransactionKind.REFUND])
 def test_nothing_left_after_fees_posts_nothing(kind: TransactionKind) -> None:
     zero = txn(kind, gross=300, fee=300)
     decision = decide(zero, CHICAGO, account_number=ACCOUNT, original=posted())
-    assert not isinstance(decision, PostPayment | PostReversal)
+    assert isinstance(decision, Skip) and decision.reason is SkipReason.NOTHING_TO_POST
 
 
 # --- sales: report lines ---------------------------------------------------------------------------------

@@ -345,22 +345,30 @@ def transactions_import(
         async with db.sessions() as session:
             p = await resolve_practice(session, practice)
         with _progress("Importing transactions", total=None) as advance:
+            is_jsonl = (file_format or file.suffix.lstrip(".")).lower() in ("jsonl", "ndjson")
             result = await import_transactions(
-                db, p, file, file_format=file_format, import_valid_rows=import_valid_rows, progress=advance
+                db,
+                p,
+                file,
+                file_format=file_format,
+                import_valid_rows=import_valid_rows,
+                source="jsonl" if is_jsonl else "csv",
+                progress=advance,
             )
+        bad_rows = len({error.row for error in result.errors})
         for error in result.errors[:50]:
             err.print(f"  row {error.row}, column {error.column}: {error.reason}")
         if len(result.errors) > 50:
             err.print(f"  ... and {len(result.errors) - 50} more")
         if not result.applied:
             err.print(
-                f"[bold red]{len(result.errors)} bad rows: nothing imported.[/] Fix the file, or pass "
+                f"[bold red]{bad_rows} bad rows: nothing imported.[/] Fix the file, or pass "
                 "--import-valid-rows to import the good rows."
             )
             raise NeedsAttention
         out.print(
             f"{result.rows} rows: [green]{result.imported} imported[/], {result.already_imported} already imported"
-            + (f", [red]{len(result.errors)} bad rows skipped[/]" if result.errors else "")
+            + (f", [red]{bad_rows} bad rows skipped[/]" if result.errors else "")
         )
         if result.errors:
             raise NeedsAttention

@@ -5,7 +5,8 @@ Parsing goes through `Decimal` so that "19.99" never passes through a binary flo
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_UP, Decimal
 
 Cents = int
 """An amount in the smallest currency unit (cents for USD). Always an `int`."""
@@ -18,32 +19,37 @@ class AmountError(ValueError):
 MAX_CENTS = 10**13  # one hundred billion dollars: anything larger is a data error, not a payment
 
 
+_AMOUNT = re.compile(r"^-?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?$", re.ASCII)
+
+
 def parse_amount(text: str, *, allow_negative: bool = False) -> Cents:
     """Read a decimal amount such as ``"1,234.50"`` or ``"$19.99"`` into cents.
 
-    Thousands separators and a leading currency symbol are accepted because processor exports and
-    spreadsheets add them; more than two decimal places is refused rather than rounded, because a
-    silently rounded payment is a ledger that no longer matches the bank.
+    Commas are accepted only as thousands separators (``"12,50"`` is refused rather than read as
+    1,250.00: a European decimal comma must never become an amount a hundred times too large); a leading
+    currency symbol is accepted because spreadsheets add one; more than two decimal places is refused
+    rather than rounded, because a silently rounded payment is a ledger that no longer matches the bank.
     """
-    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "")
+    shown = text.strip()
+    cleaned = shown.replace("$", "").replace(" ", "")
     if cleaned.startswith("(") and cleaned.endswith(")"):  # accounting notation for negatives
         cleaned = "-" + cleaned[1:-1]
-    if not cleaned:
+    if not cleaned.replace(",", ""):
         raise AmountError("amount is empty")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        raise AmountError(f"{text.strip()!r} is not an amount") from None
-    if not value.is_finite():
-        raise AmountError(f"{text.strip()!r} is not an amount")
+    if not _AMOUNT.match(cleaned) or cleaned in ("-", ".", "-."):
+        hint = " (use a dot for decimals: 12.50)" if re.search(r",\d{1,2}$", cleaned) else ""
+        raise AmountError(f"{shown!r} is not an amount{hint}")
+    value = Decimal(cleaned.replace(",", ""))
+    if value.adjusted() >= 12:
+        raise AmountError(f"{shown!r} is too large")
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2:
-        raise AmountError(f"{text.strip()!r} has more than two decimal places")
+        raise AmountError(f"{shown!r} has more than two decimal places")
     if value < 0 and not allow_negative:
-        raise AmountError(f"{text.strip()!r} is negative; use the transaction kind for refunds")
+        raise AmountError(f"{shown!r} is negative; use the transaction kind for refunds")
     cents = int((value * 100).to_integral_value(rounding=ROUND_HALF_UP))
     if abs(cents) >= MAX_CENTS:
-        raise AmountError(f"{text.strip()!r} is too large")
+        raise AmountError(f"{shown!r} is too large")
     return cents
 
 

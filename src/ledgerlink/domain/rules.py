@@ -43,6 +43,7 @@ class SkipReason(enum.StrEnum):
     VOIDED_BEFORE_POSTING = "voided_before_posting"
     CHARGEBACKS_DISABLED = "chargebacks_disabled"
     ORIGINAL_NOT_WRITTEN_BACK = "original_not_written_back"
+    NOTHING_TO_POST = "nothing_to_post"
 
     @property
     def description(self) -> str:
@@ -57,6 +58,7 @@ _SKIP_DESCRIPTIONS = {
     SkipReason.VOIDED_BEFORE_POSTING: "Voided before it was posted: nothing posted",
     SkipReason.CHARGEBACKS_DISABLED: "Chargeback writeback is off for this connection",
     SkipReason.ORIGINAL_NOT_WRITTEN_BACK: "The original payment was not written back by ledgerlink",
+    SkipReason.NOTHING_TO_POST: "Nothing to post: the amount after fees is zero",
 }
 
 
@@ -202,6 +204,8 @@ def decide(
                 ReportCategory.INVALID_PATIENT_ID,
                 amount,
             )
+        if amount <= 0:  # no PMS takes a zero payment; an entry of nothing is not a failure either
+            return Skip(SkipReason.NOTHING_TO_POST, ReportCategory.SKIPPED_BY_SETTINGS, amount)
         fee = txn.fee_cents if rules.amount_mode is AmountMode.GROSS_PLUS_FEE else 0
         return PostPayment(amount, fee, posting_date, category_of(txn))
 
@@ -261,6 +265,8 @@ def _decide_reversal(
     # A void reverses whatever is left; refunds and chargebacks reverse their own amount, capped at what is
     # left so that the processor's fee arithmetic can never push a ledger below zero for one payment.
     reverse = remaining if txn.kind is TransactionKind.VOID else min(amount, remaining)
+    if reverse <= 0:
+        return Skip(SkipReason.NOTHING_TO_POST, ReportCategory.SKIPPED_BY_SETTINGS, amount)
     return PostReversal(
         amount_cents=reverse,
         original_writeback_id=original.writeback_id,
