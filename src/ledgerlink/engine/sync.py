@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     Table,
     and_,
     bindparam,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType, TypeDecorator
 
 from ledgerlink.clock import utcnow
 from ledgerlink.connectors.base import (
@@ -83,6 +85,16 @@ from ledgerlink.store.models import Transaction as TransactionRow
 from ledgerlink.store.models import Writeback as WritebackRow
 
 WB = cast(Table, WritebackRow.__table__)  # Core table: executemany updates by id without ORM bookkeeping
+
+
+class _Converted(TypeDecorator[Any]):
+    """Hands a bound value to the driver as it is: for values `_Sync._stored` has converted already."""
+
+    impl = NullType
+    cache_ok = True
+
+
+STORED = _Converted()
 CLAIM_BATCH = 1000
 PMS_CALL_TIMEOUT = 30.0
 
@@ -348,19 +360,24 @@ class _Sync:
         batch.alerts.append((item, code, message))
 
     async def _mark_in_flight(self, writes: list[_Item], now: datetime) -> None:
+        stored_now = self._stored(WB.c.updated_at, now)
+        stored_dates: dict[date, Any] = {}
         params = []
         for item in writes:
             decision = item.decision
             assert isinstance(decision, PostPayment | PostReversal)
+            day = decision.posting_date
+            if day not in stored_dates:
+                stored_dates[day] = self._stored(WB.c.posting_date, day)
             params.append(
                 {
                     "wid": item.writeback_id,
                     "category": decision.category.value,
                     "amount": decision.amount_cents,
                     "fee": decision.fee_cents if isinstance(decision, PostPayment) else 0,
-                    "posting_date": decision.posting_date,
+                    "posting_date": stored_dates[day],
                     "run": self.run_id,
-                    "now": now,
+                    "now": stored_now,
                 }
             )
         async with self.db.sessions.begin() as session:
@@ -373,13 +390,24 @@ class _Sync:
                     category=bindparam("category"),
                     amount_cents=bindparam("amount"),
                     fee_cents=bindparam("fee"),
-                    posting_date=bindparam("posting_date"),
+                    posting_date=bindparam("posting_date", type_=STORED),
                     last_run_id=bindparam("run"),
-                    updated_at=bindparam("now"),
+                    updated_at=bindparam("now", type_=STORED),
                 )
                 .execution_options(synchronize_session=False),
                 params,
             )
+
+    def _stored(self, column: Column[Any], value: Any) -> Any:
+        """`value` converted the way `column` converts it for this database, to be bound as `STORED`.
+
+        For values repeated on many rows of one executemany (the batch's timestamp, its few posting dates):
+        converted once here rather than once per row; on SQLite, converting the timestamp costs more than
+        everything else SQLAlchemy does for the row.
+        """
+        dialect = self.db.engine.dialect
+        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        return value if process is None else process(value)
 
     async def _write(self, writes: list[_Item], batch: _Batch) -> None:
         """Post the batch, looking up uncertain ones first, retrying briefly, then scheduling for later."""
@@ -536,9 +564,9 @@ class _Sync:
     async def _record(self, batch: _Batch) -> None:
         if not batch.outcomes:
             return
-        now = utcnow()
+        now = self._stored(WB.c.updated_at, utcnow())
         # Most outcomes are plain postings (built by `_posted` only): they get a statement of their own that
-        # binds three values per row instead of twelve, the constant columns written as SQL literals.
+        # binds five values per row instead of twelve, the columns a posting clears written as SQL NULLs.
         posted = [
             {"wid": o.writeback_id, "category": o.category, "ref": o.pms_ref, "run": self.run_id, "now": now}
             for o in batch.outcomes
@@ -577,7 +605,7 @@ class _Sync:
                         next_attempt_at=null(),
                         skip_reason=null(),
                         last_run_id=bindparam("run"),
-                        updated_at=bindparam("now"),
+                        updated_at=bindparam("now", type_=STORED),
                     )
                     .execution_options(synchronize_session=False),
                     posted,
@@ -599,7 +627,7 @@ class _Sync:
                         ),
                         skip_reason=bindparam("skip"),
                         last_run_id=bindparam("run"),
-                        updated_at=bindparam("now"),
+                        updated_at=bindparam("now", type_=STORED),
                     )
                     .execution_options(synchronize_session=False),
                     others,

@@ -14,7 +14,7 @@ import random
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,7 @@ from ledgerlink.connectors.base import (
     ReversalEntry,
     WriteResult,
 )
-from ledgerlink.connectors.sandbox.ledger import LedgerRuleViolation, SandboxLedger
+from ledgerlink.connectors.sandbox.ledger import LedgerRuleViolation, NewPayment, SandboxLedger
 from ledgerlink.domain.errors import LoadErrorCode
 
 DEFAULT_PAYMENT_TYPE_NAMES = {
@@ -117,11 +117,14 @@ class SandboxConnector:
 
     async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:
         await self._call()
-        results: list[WriteResult] = []
-        written = 0
+        results: list[WriteResult | None] = []
+        accepted: list[tuple[int, PaymentEntry, NewPayment]] = []  # (position in results, entry, payment)
         with self.ledger.transaction() as db:
+            accounts = self.ledger.resolve_accounts(
+                [entry.account_number for entry in entries], self.settings.account_number
+            )
             for entry in entries:
-                pat_num, why = self.ledger.resolve_account(entry.account_number, self.settings.account_number)
+                pat_num, why = accounts[entry.account_number]
                 if pat_num is None:
                     results.append(PmsRejected(why, LoadErrorCode.INVALID_PATIENT_ID))
                     continue
@@ -131,26 +134,27 @@ class SandboxConnector:
                     results.append(exc)
                     continue
                 note = f"{entry.note} {marker(entry.idempotency_key)}"
-                pay_num = self.ledger.insert_payment(
-                    db, pat_num, entry.amount_cents, entry.posting_date, pay_type, note
-                )
+                payment = NewPayment(pat_num, entry.amount_cents, entry.posting_date, pay_type, note)
+                accepted.append((len(results), entry, payment))
+                results.append(None)
+            pay_nums = self.ledger.insert_payments(db, [payment for _, _, payment in accepted])
+            for (position, entry, payment), pay_num in zip(accepted, pay_nums, strict=True):
                 if entry.fee_cents:
                     self.ledger.insert_adjustment(
                         db,
-                        pat_num,
+                        payment.pat_num,
                         entry.fee_cents,
                         entry.posting_date,
                         f"Processing fee {marker(entry.idempotency_key)}",
                     )
-                results.append(PmsWrite(str(pay_num), entry.amount_cents))
-                written += 1
-        self._committed(written)
-        return results
+                results[position] = PmsWrite(str(pay_num), entry.amount_cents)
+        self._committed(len(accepted))
+        return cast(list[WriteResult], results)  # every placeholder was filled above
 
     async def post_reversals(self, entries: Sequence[ReversalEntry]) -> Sequence[WriteResult]:
         await self._call()
-        results: list[WriteResult] = []
-        written = 0
+        results: list[WriteResult | None] = []
+        accepted: list[tuple[int, ReversalEntry, NewPayment]] = []
         with self.ledger.transaction() as db:
             for entry in entries:
                 original = (
@@ -162,8 +166,7 @@ class SandboxConnector:
                     results.append(PmsRejected(f"payment {entry.original_pms_ref} not found in the PMS"))
                     continue
                 note = f"{entry.note} {marker(entry.idempotency_key)}"
-                pay_num = self.ledger.insert_payment(
-                    db,
+                payment = NewPayment(
                     original.pat_num,
                     -entry.amount_cents,
                     entry.posting_date,
@@ -171,10 +174,13 @@ class SandboxConnector:
                     note,
                     refund_of=original.pay_num,
                 )
-                results.append(PmsWrite(str(pay_num), -entry.amount_cents))
-                written += 1
-        self._committed(written)
-        return results
+                accepted.append((len(results), entry, payment))
+                results.append(None)
+            pay_nums = self.ledger.insert_payments(db, [payment for _, _, payment in accepted])
+            for (position, entry, _), pay_num in zip(accepted, pay_nums, strict=True):
+                results[position] = PmsWrite(str(pay_num), -entry.amount_cents)
+        self._committed(len(accepted))
+        return cast(list[WriteResult], results)  # every placeholder was filled above
 
     async def find_write(self, idempotency_key: str, account_number: str) -> PmsWrite | None:
         await self._call()

@@ -11,13 +11,16 @@ One deliberate difference: money is stored as integer cents, where Open Dental s
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from ledgerlink.clock import utcnow
+
+_T = TypeVar("_T")
 
 PAT_STATUS_DELETED = 4
 PAYMENT_SOURCE_API = 13
@@ -92,6 +95,18 @@ class LedgerPayment:
     refund_of: int
 
 
+@dataclass(frozen=True, slots=True)
+class NewPayment:
+    """A payment to insert: one `payment` row and its single split."""
+
+    pat_num: int
+    amount_cents: int
+    pay_date: date
+    pay_type: int
+    note: str
+    refund_of: int = 0
+
+
 class SandboxLedger:
     """One office's ledger in a SQLite file. Synchronous: callers run it where blocking is acceptable."""
 
@@ -102,6 +117,9 @@ class SandboxLedger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
+        # 64 MB of page cache instead of 2: payments land on random patients, so with a large ledger every
+        # insert into the per-patient index would otherwise read its page back from the file.
+        self._db.execute("PRAGMA cache_size=-65536")
         self._db.executescript(_SCHEMA)
         self._seed_definitions()
 
@@ -183,6 +201,29 @@ class SandboxLedger:
             return None, f"patient {number} is deleted in the PMS"
         return int(number), ""
 
+    def resolve_accounts(self, account_numbers: Sequence[str], by: str) -> dict[str, tuple[int | None, str]]:
+        """`resolve_account` for many account numbers at once (one query per chunk instead of one each)."""
+        numbers = {n: n.strip() for n in account_numbers}
+        found: dict[str, list[tuple[int, int]]] = {}  # stripped number -> [(PatNum, PatStatus)]
+        if by == "chartnumber":
+            sql = "SELECT ChartNumber, PatNum, PatStatus FROM patient WHERE PatStatus != ? AND ChartNumber IN ({})"
+            keys = sorted(set(numbers.values()))
+            for chunk in _chunked(keys):
+                query = sql.format(",".join("?" * len(chunk)))
+                for chart, pat_num, status in self._db.execute(query, (PAT_STATUS_DELETED, *chunk)):
+                    found.setdefault(chart, []).append((int(pat_num), int(status)))
+        else:
+            keys = sorted({n for n in numbers.values() if n.isdigit()})
+            sql = "SELECT PatNum, PatStatus FROM patient WHERE PatNum IN ({})"
+            for chunk in _chunked(keys):
+                query = sql.format(",".join("?" * len(chunk)))
+                for pat_num, status in self._db.execute(query, [int(k) for k in chunk]):
+                    found.setdefault(str(pat_num), []).append((int(pat_num), int(status)))
+        return {
+            raw: _account_match(number, by, found.get(_pat_num_key(number, by), []))
+            for raw, number in numbers.items()
+        }
+
     def patient(self, pat_num: int) -> LedgerPatient | None:
         row = self._db.execute(
             "SELECT PatNum, LName, FName, Birthdate, ChartNumber, PatStatus FROM patient WHERE PatNum = ?",
@@ -214,23 +255,50 @@ class SandboxLedger:
         refund_of: int = 0,
     ) -> int:
         """Insert a payment and its single split inside the caller's transaction (Open Dental's API path)."""
-        if amount_cents == 0:
-            raise LedgerRuleViolation("a payment needs a non-zero amount")
-        prov = db.execute("SELECT PriProv FROM patient WHERE PatNum = ?", (pat_num,)).fetchone()
-        if prov is None:
-            raise LedgerRuleViolation(f"no patient has PatNum {pat_num}")
-        day = pay_date.isoformat()
-        cursor = db.execute(
-            "INSERT INTO payment (PayType, PayDate, PayAmt, PayNote, PatNum, DateEntry, RefundOf)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (pay_type, day, amount_cents, note, pat_num, utcnow().date().isoformat(), refund_of),
+        payment = NewPayment(pat_num, amount_cents, pay_date, pay_type, note, refund_of)
+        return self.insert_payments(db, [payment])[0]
+
+    def insert_payments(self, db: sqlite3.Connection, payments: Sequence[NewPayment]) -> list[int]:
+        """Insert payments, each with its single split, inside the caller's transaction; their PayNums in order.
+
+        Nothing is inserted when one of them breaks a rule. PayNums are assigned here the way SQLite would
+        (the highest plus one; the caller's transaction holds the write lock), so a batch takes two
+        executemany calls instead of three statements per payment.
+        """
+        providers = self._providers(db, {p.pat_num for p in payments})
+        for p in payments:
+            if p.amount_cents == 0:
+                raise LedgerRuleViolation("a payment needs a non-zero amount")
+            if p.pat_num not in providers:
+                raise LedgerRuleViolation(f"no patient has PatNum {p.pat_num}")
+        first = int(db.execute("SELECT COALESCE(MAX(PayNum), 0) + 1 FROM payment").fetchone()[0])
+        pay_nums = list(range(first, first + len(payments)))
+        entered = utcnow().date().isoformat()
+        days = [p.pay_date.isoformat() for p in payments]
+        db.executemany(
+            "INSERT INTO payment (PayNum, PayType, PayDate, PayAmt, PayNote, PatNum, DateEntry, RefundOf)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (num, p.pay_type, day, p.amount_cents, p.note, p.pat_num, entered, p.refund_of)
+                for num, p, day in zip(pay_nums, payments, days, strict=True)
+            ],
         )
-        pay_num = int(cursor.lastrowid or 0)
-        db.execute(
+        db.executemany(
             "INSERT INTO paysplit (SplitAmt, PatNum, PayNum, ProvNum, DatePay) VALUES (?,?,?,?,?)",
-            (amount_cents, pat_num, pay_num, prov[0], day),
+            [
+                (p.amount_cents, p.pat_num, num, providers[p.pat_num], day)
+                for num, p, day in zip(pay_nums, payments, days, strict=True)
+            ],
         )
-        return pay_num
+        return pay_nums
+
+    def _providers(self, db: sqlite3.Connection, pat_nums: set[int]) -> dict[int, int]:
+        """Each existing patient's primary provider (the provider a split is credited to)."""
+        providers: dict[int, int] = {}
+        for chunk in _chunked(sorted(pat_nums)):
+            query = f"SELECT PatNum, PriProv FROM patient WHERE PatNum IN ({','.join('?' * len(chunk))})"
+            providers.update((int(n), int(prov)) for n, prov in db.execute(query, chunk))
+        return providers
 
     def insert_adjustment(
         self, db: sqlite3.Connection, pat_num: int, amount_cents: int, day: date, note: str
@@ -324,6 +392,33 @@ class SandboxLedger:
             if ids:
                 problems.append(f"{what}: {ids[:10]}")
         return problems
+
+
+def _chunked(values: Sequence[_T], size: int = 500) -> Iterator[Sequence[_T]]:
+    """Slices small enough for one `IN (...)` list."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _pat_num_key(number: str, by: str) -> str:
+    return number if by == "chartnumber" or not number.isdigit() else str(int(number))
+
+
+def _account_match(number: str, by: str, matches: list[tuple[int, int]]) -> tuple[int | None, str]:
+    """The outcome `resolve_account` gives for `number`, from the patients found for it."""
+    if by == "chartnumber":
+        if not matches:
+            return None, f"no patient has ChartNumber {number!r}"
+        if len(matches) > 1:
+            return None, f"ChartNumber {number!r} belongs to {len(matches)} patients"
+        return matches[0][0], ""
+    if not number.isdigit():
+        return None, f"{number!r} is not a PatNum (PatNums are numbers)"
+    if not matches:
+        return None, f"no patient has PatNum {number}"
+    if matches[0][1] == PAT_STATUS_DELETED:
+        return None, f"patient {number} is deleted in the PMS"
+    return int(number), ""
 
 
 def _payment(row: tuple[int, int, int, str, int, str, int]) -> LedgerPayment:
