@@ -285,11 +285,6 @@ async def test_void_under_gross_plus_fee_leaves_nothing_on_the_patients_account(
     await office.close_checking_the_ledger()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a sale with nothing left after fees is posted as a 0.00 payment the PMS refuses, "
-    "which aborts the whole sync run",
-)
 async def test_sale_with_nothing_left_after_fees_does_not_stop_the_other_payments(
     db: Database, tmp_path: Path
 ) -> None:
