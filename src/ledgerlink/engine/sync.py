@@ -14,6 +14,7 @@ not found means post now. A timeout or a lost response is handled the same way w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -887,16 +888,12 @@ async def _resolve_late_originals(session: AsyncSession, items: list[_Item]) -> 
     for ref, original_id in rows:
         for item in items:
             if item.original_ref == ref and item.txn.original_id is None:
-                item.txn = Transaction(**{**_txn_fields(item.txn), "original_id": original_id})
+                item.txn = dataclasses.replace(item.txn, original_id=original_id)
                 await session.execute(
                     update(TransactionRow)
                     .where(TransactionRow.id == item.txn.id)
                     .values(original_id=original_id)
                 )
-
-
-def _txn_fields(txn: Transaction) -> dict[str, Any]:
-    return {name: getattr(txn, name) for name in Transaction.__slots__}
 
 
 def _original_posting(item: _Item, row: tuple[Any, ...] | None) -> OriginalPosting:
