@@ -67,7 +67,8 @@ def _measure(backend: str, url: str, work: Path, transactions: int, repeat: int)
 
 def _vacuum_analyze(url: str, backend: str) -> None:
     """What autovacuum does after a big sync (every writeback updated twice): dead rows gone, statistics
-    fresh. Without statistics the planner takes the million-row join for a few hundred rows."""
+    fresh, and the visibility map set, without which `range_report` cannot be an index-only scan of
+    `ix_writebacks_local_date` and reads the table as well."""
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:

@@ -20,6 +20,7 @@ from ledgerlink.store.models import Connection, Practice
 POSTGRES_URL = os.environ.get(
     "LEDGERLINK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+MARIADB_URL = os.environ.get("LEDGERLINK_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 REQUIRE_SERVICES = os.environ.get("LEDGERLINK_REQUIRE_SERVICES") == "1"
 
 
@@ -54,6 +55,36 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database (the server's default strict sql_mode) for one test, dropped afterwards.
+
+    A sync SQLAlchemy URL (`mysql+pymysql://`): Open Dental's database is used through sync drivers.
+    """
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(MARIADB_URL)
+    name = f"ll_test_{uuid.uuid4().hex[:12]}"
+    connect = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 3306,
+        "user": url.username or "root",
+        "password": url.password or "",
+        "connect_timeout": 3,
+    }
+    try:
+        with pymysql.connect(**connect) as conn, conn.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    except pymysql.err.OperationalError as exc:
+        service_missing("MariaDB", str(exc.args[-1]))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with pymysql.connect(**connect) as conn, conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @pytest.fixture

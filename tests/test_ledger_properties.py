@@ -331,11 +331,6 @@ def test_ledger_matches_the_model_when_the_pms_also_loses_answers(
     run_example(monkeypatch, playable(plan, one_reversal_per_sale=True), drain, batch_size, migrated_store)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a reversal whose outcome is uncertain is not counted when the next reversal of the same "
-    "payment is decided, so a payment can be reversed more than once",
-)
 @settings(EXAMPLES, derandomize=True, phases=[Phase.generate])  # reproducible, and no minutes of shrinking
 @given(plan=reversals_of_one_payment(), drain=lossy_drains, batch_size=batch_sizes)
 def test_several_reversals_of_a_payment_never_reverse_more_than_was_posted_when_answers_are_lost(

@@ -24,6 +24,7 @@ from ledgerlink.connectors.base import (
     PmsConnector,
     PmsOutcomeUnknown,
     PmsPatient,
+    PmsRejected,
     PmsUnavailable,
     PmsWrite,
     ReversalEntry,
@@ -264,11 +265,6 @@ async def test_gross_plus_fee_posts_the_gross_amount_and_a_fee_adjustment(
     await office.close_checking_the_ledger()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a void under gross plus fee reverses the gross payment but leaves the fee adjustment "
-    "on the patient's account",
-)
 async def test_void_under_gross_plus_fee_leaves_nothing_on_the_patients_account(
     db: Database, tmp_path: Path
 ) -> None:
@@ -647,7 +643,7 @@ class LosesReversalOutcomes:
         await self.inner.post_reversals(entries)
         raise PmsOutcomeUnknown("connection reset after the request was sent")
 
-    async def find_write(self, idempotency_key: str, account_number: str) -> PmsWrite | None:
+    async def find_write(self, entry: PaymentEntry | ReversalEntry) -> PmsWrite | None:
         raise PmsUnavailable("PMS is down")
 
     async def raise_alert(self, alert: PmsAlert) -> None:
@@ -657,11 +653,6 @@ class LosesReversalOutcomes:
         """The wrapped sandbox is closed by its owner."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a refund whose outcome is still uncertain is not counted when the next reversal of the "
-    "same payment is decided, so the payment is reversed twice",
-)
 async def test_second_refund_waits_for_an_uncertain_first_refund_of_the_same_payment(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -683,11 +674,6 @@ async def test_second_refund_waits_for_an_uncertain_first_refund_of_the_same_pay
     await office.close_checking_the_ledger()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an uncertain reversal is looked up under the refund row's account number, but the sandbox "
-    "writes it on the original payment's patient, so it is not found and posted again",
-)
 async def test_uncertain_refund_is_found_on_the_original_patient_whatever_the_refund_row_names(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -705,3 +691,127 @@ async def test_uncertain_refund_is_found_on_the_original_patient_whatever_the_re
 
     assert office.ledger.balance_paid(pat_num) == 7500
     await office.close_checking_the_ledger()
+
+
+class LosesPaymentOutcomes:
+    """The sandbox, except that after committing payments the answer is lost and lookups fail: the payments
+    are in the PMS but ledgerlink cannot know it yet."""
+
+    def __init__(self, inner: SandboxConnector) -> None:
+        self.inner = inner
+        self.limits = inner.limits
+
+    async def find_patient(self, account_number: str) -> PmsPatient | None:
+        return await self.inner.find_patient(account_number)
+
+    async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:
+        await self.inner.post_payments(entries)
+        raise PmsOutcomeUnknown("connection reset after the request was sent")
+
+    async def post_reversals(self, entries: Sequence[ReversalEntry]) -> Sequence[WriteResult]:
+        return await self.inner.post_reversals(entries)
+
+    async def find_write(self, entry: PaymentEntry | ReversalEntry) -> PmsWrite | None:
+        raise PmsUnavailable("PMS is down")
+
+    async def raise_alert(self, alert: PmsAlert) -> None:
+        await self.inner.raise_alert(alert)
+
+    async def close(self) -> None:
+        """The wrapped sandbox is closed by its owner."""
+
+
+async def test_uncertain_payment_keeps_the_amount_it_was_attempted_with_when_the_settings_change(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_engine, "IN_RUN_DELAYS", (0.0,))
+    office = await open_office(db, tmp_path)  # net
+    patient, _ = await office.patient("p1")
+    await sale(office, "ch_1", patient, gross=10000, fee=300)
+    await office.sync(LosesPaymentOutcomes(office.pms))
+    assert (await office.writeback("ch_1")).uncertain
+    async with db.sessions.begin() as session:
+        await session.execute(
+            update(Connection).where(Connection.id == office.connection.id).values(amount_mode="gross")
+        )
+
+    await office.sync_until_settled()
+
+    wb = await office.writeback("ch_1")
+    assert (wb.status, wb.amount_cents) == ("posted", 9700)  # what the PMS holds, not the new gross amount
+    assert [p.amount_cents for p in office.ledger.payments()] == [9700]
+    await office.close_checking_the_ledger()
+
+
+async def test_uncertain_payment_whose_patient_lost_the_account_number_fails_and_is_looked_up_on_retry(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledgerlink.engine.operations import retry_writebacks
+    from ledgerlink.store.models import PatientAccount
+
+    monkeypatch.setattr(sync_engine, "IN_RUN_DELAYS", (0.0,))
+    office = await open_office(db, tmp_path)
+    patient, pat_num = await office.patient("p1")
+    await sale(office, "ch_1", patient, gross=10000, fee=300)
+    await office.sync(LosesPaymentOutcomes(office.pms))
+    async with db.sessions.begin() as session:
+        account = await session.scalar(select(PatientAccount).where(PatientAccount.patient_id == patient.id))
+        assert account is not None
+        account.account_number = ""
+
+    await office.sync_until_settled()
+
+    wb = await office.writeback("ch_1")
+    assert (wb.status, wb.error_code, wb.uncertain) == ("failed", "MAY_BE_IN_PMS", True)
+    async with db.sessions.begin() as session:
+        account = await session.scalar(select(PatientAccount).where(PatientAccount.patient_id == patient.id))
+        assert account is not None
+        account.account_number = str(pat_num)
+        [result] = await retry_writebacks(session, office.practice.id, [wb.id], actor="test")
+        assert result.ok
+    await office.sync_until_settled()
+
+    wb = await office.writeback("ch_1")
+    assert (wb.status, wb.uncertain) == ("posted", False)
+    assert [p.amount_cents for p in office.ledger.payments()] == [9700]  # found, not posted again
+    await office.close_checking_the_ledger()
+
+
+async def test_a_refund_posted_by_hand_and_cleared_counts_as_reversed_when_the_payment_is_voided(
+    db: Database, tmp_path: Path
+) -> None:
+    from ledgerlink.engine.operations import clear_writebacks
+
+    office = await open_office(db, tmp_path)
+    patient, pat_num = await office.patient("p1")
+    await sale(office, "ch_1", patient, gross=10000, fee=0)
+    await office.sync()
+    await reversal(office, "refund", "re_1", "ch_1", patient, 4000)
+    await office.sync(RejectsReversals(office.pms))
+    refund = await office.writeback("re_1")
+    assert (refund.status, refund.error_code) == ("failed", "PMS_REJECTED")
+    # Staff post the refund by hand, then clear it.
+    original = (await office.writeback("ch_1")).pms_ref
+    assert original is not None
+    with office.ledger.transaction() as pms_db:
+        office.ledger.insert_payment(pms_db, pat_num, -4000, DAY, 1, "refund by hand", int(original))
+    async with db.sessions.begin() as session:
+        [result] = await clear_writebacks(session, office.practice.id, [refund.id], actor="test")
+        assert result.ok
+    await reversal(office, "void", "vo_1", "ch_1", patient, 10000)
+
+    await office.sync()
+
+    assert office.ledger.balance_paid(pat_num) == 0  # the void reverses the 6,000 left, not 10,000
+    assert (await office.writeback("vo_1")).amount_cents == 6000
+    await office.close_checking_the_ledger()
+
+
+class RejectsReversals(LosesPaymentOutcomes):
+    """The sandbox, except that the PMS refuses every reversal (nothing is written)."""
+
+    async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:
+        return await self.inner.post_payments(entries)
+
+    async def post_reversals(self, entries: Sequence[ReversalEntry]) -> Sequence[WriteResult]:
+        return [PmsRejected("refunds are locked for this period") for _ in entries]

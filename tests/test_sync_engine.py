@@ -60,6 +60,31 @@ async def test_missing_account_number_is_invalid_patient_id_with_alert(db: Datab
     await pms.close()
 
 
+async def test_a_retry_that_fails_the_same_way_leaves_the_office_no_second_task(
+    db: Database, tmp_path: Path
+) -> None:
+    from ledgerlink.engine.operations import retry_writebacks
+
+    practice, connection = await make_practice(db)
+    pms = sandbox(tmp_path)
+    patient = await add_patient(db, practice, connection, "p1", "999999")  # unknown to the PMS
+    await add_transaction(db, practice, "ch_1", patient=patient)
+    await run_sync(db, connection.id, pms)
+    async with db.sessions.begin() as session:
+        wid = await session.scalar(select(Writeback.id))
+        assert wid is not None
+        [result] = await retry_writebacks(session, practice.id, [wid], actor="test")  # nothing fixed
+        assert result.ok
+
+    outcome = await run_sync(db, connection.id, pms)
+
+    assert outcome.report.line(ReportCategory.INVALID_PATIENT_ID).count == 1
+    assert len(pms.ledger.tasks()) == 1
+    async with db.sessions() as session:
+        assert len((await session.scalars(select(Alert))).all()) == 1
+    await pms.close()
+
+
 async def test_unknown_account_number_is_reported_by_the_pms(db: Database, tmp_path: Path) -> None:
     practice, connection = await make_practice(db)
     pms = sandbox(tmp_path)

@@ -26,4 +26,8 @@ def configure_logging(level: str = "WARNING") -> None:
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger; used as a library (no `configure_logging` call), ledgerlink logs warnings and worse to
+    stderr, never structlog's default of everything to stdout, which would mix logs into command output."""
+    if not structlog.is_configured():
+        configure_logging()
     return structlog.get_logger(name)  # type: ignore[no-any-return]

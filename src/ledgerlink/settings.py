@@ -1,4 +1,4 @@
-"""Configuration from the environment. Every setting is documented in docs/configuration.md."""
+"""Configuration from the environment. Every setting is documented in the README's Configuration table."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     """SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Default: SQLite in `data_dir`."""
 
     log_level: str = "WARNING"
+    """Level of the structured logs on stderr (DEBUG, INFO, WARNING, ERROR)."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -27,6 +27,7 @@ from ledgerlink.engine.operations import clear_writebacks, list_writebacks, retr
 from ledgerlink.engine.reports import range_report, run_report
 from ledgerlink.engine.sync import SyncOutcome, SyncProgress, run_sync
 from ledgerlink.errors import InvalidInput, LedgerlinkError
+from ledgerlink.log import configure_logging
 from ledgerlink.practices import (
     add_connection,
     create_practice,
@@ -83,6 +84,7 @@ def run(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
 
     async def main() -> T:
         settings = get_settings()
+        configure_logging(settings.log_level)
         db = await Database.open(settings.resolved_database_url)
         try:
             return await work(db, settings)
@@ -288,6 +290,7 @@ def patients_import(
                 skip_inactive=skip_inactive,
                 account_number_source=account_number,
                 progress=advance,
+                actor=ACTOR,
             )
         out.print(
             f"Import {result.import_id}: {result.rows} rows: [green]{result.created} created[/], "

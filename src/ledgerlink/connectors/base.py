@@ -55,6 +55,9 @@ class ReversalEntry:
     is_full: bool
     posting_date: date
     note: str
+    fee_cents: Cents = (
+        0  # > 0: also take back the original's separate fee entry (a void under gross plus fee)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +124,12 @@ class PmsConnector(Protocol):
         """Post negative payments linked to their originals; same contract as `post_payments`."""
         ...
 
-    async def find_write(self, idempotency_key: str, account_number: str) -> PmsWrite | None:
-        """An earlier write carrying this key, or None when the PMS has none."""
+    async def find_write(self, entry: PaymentEntry | ReversalEntry) -> PmsWrite | None:
+        """An earlier write of this entry (found by its idempotency key), or None when the PMS has none.
+
+        The whole entry is passed because where to look differs by PMS and kind: a payment sits on the
+        account it names, a reversal on the patient of its original payment, whatever the refund row says.
+        """
         ...
 
     async def raise_alert(self, alert: PmsAlert) -> None:

@@ -13,6 +13,7 @@ class LoadErrorCode(enum.StrEnum):
     PMS_REJECTED = "PMS_REJECTED"
     PMS_UNREACHABLE = "PMS_UNREACHABLE"
     PMS_CONFIGURATION = "PMS_CONFIGURATION"
+    MAY_BE_IN_PMS = "MAY_BE_IN_PMS"
 
     @property
     def explanation(self) -> str:
@@ -21,6 +22,11 @@ class LoadErrorCode(enum.StrEnum):
 
 
 _EXPLANATIONS = {
+    LoadErrorCode.MAY_BE_IN_PMS: (
+        "An earlier attempt may have reached the PMS, and the entry can no longer be written as it was "
+        "(its settings or patient changed). Look for it on the patient's ledger: Clear it if it is there; "
+        "otherwise fix the cause and Retry (ledgerlink looks for it again before posting)."
+    ),
     LoadErrorCode.INVALID_PATIENT_ID: (
         "The patient has no PMS account number, or the PMS does not know it. "
         "Fix the patient's account number, then Retry."

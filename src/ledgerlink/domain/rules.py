@@ -100,6 +100,7 @@ class OriginalPosting:
     posted_cents: Cents = 0
     reversed_cents: Cents = 0
     category: ReportCategory | None = None
+    fee_cents: Cents = 0  # the separate fee entry posted with it (gross plus fee)
 
     @property
     def remaining_cents(self) -> Cents:
@@ -122,6 +123,7 @@ class PostReversal:
     is_full: bool
     posting_date: date
     category: ReportCategory
+    fee_cents: Cents = 0  # the original's fee entry to take back too: a voided payment was never charged one
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,4 +276,6 @@ def _decide_reversal(
         is_full=reverse == original.posted_cents and original.reversed_cents == 0,
         posting_date=posting_date,
         category=category,
+        # Processors keep their fee on refunds and chargebacks, so the fee entry stays for those.
+        fee_cents=original.fee_cents if txn.kind is TransactionKind.VOID else 0,
     )

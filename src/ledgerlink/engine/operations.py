@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledgerlink.audit import record_audit
 from ledgerlink.clock import utcnow
 from ledgerlink.domain.rules import SkipReason
+from ledgerlink.domain.transactions import TransactionKind
 from ledgerlink.store.models import (
     Connection,
     Patient,
@@ -147,6 +148,21 @@ async def retry_writebacks(
     return results
 
 
+async def _count_hand_posted_reversal(session: AsyncSession, wb: Writeback) -> None:
+    """A cleared reversal is on the ledger (posted by hand, or found there): its original's remaining
+    amount shrinks by it, or a later void or refund of the same payment would reverse it a second time."""
+    txn = await session.get(Transaction, wb.transaction_id)
+    if txn is None or txn.original_id is None or not TransactionKind(txn.kind).reverses_original:
+        return
+    original = await session.scalar(
+        select(Writeback)
+        .where(Writeback.transaction_id == txn.original_id, Writeback.connection_id == wb.connection_id)
+        .with_for_update()
+    )
+    if original is not None and original.status == WritebackStatus.POSTED.value:
+        original.reversed_cents += wb.amount_cents
+
+
 async def clear_writebacks(
     session: AsyncSession, practice_id: int, ids: Sequence[int], *, actor: str
 ) -> list[ActionResult]:
@@ -170,6 +186,7 @@ async def clear_writebacks(
         previous = wb.error_code or wb.skip_reason
         wb.status = WritebackStatus.CLEARED.value
         wb.updated_at = now
+        await _count_hand_posted_reversal(session, wb)
         await record_audit(
             session, practice_id, actor, "writeback.clear", f"writeback:{wid}", {"previous": previous}
         )

@@ -71,6 +71,7 @@ from ledgerlink.engine.rate_limit import RateLimiter
 from ledgerlink.engine.reports import run_report
 from ledgerlink.engine.retry_policy import IN_RUN_DELAYS, MAX_ATTEMPTS, next_attempt_at
 from ledgerlink.errors import SyncAlreadyRunning
+from ledgerlink.log import get_logger
 from ledgerlink.practices import rules_for
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import (
@@ -85,6 +86,7 @@ from ledgerlink.store.models import (
 from ledgerlink.store.models import Transaction as TransactionRow
 from ledgerlink.store.models import Writeback as WritebackRow
 
+log = get_logger(__name__)
 WB = cast(Table, WritebackRow.__table__)  # Core table: executemany updates by id without ORM bookkeeping
 
 
@@ -142,7 +144,13 @@ class _Item:
     txn: Transaction
     account_number: str | None
     original_ref: str | None
+    intent: tuple[int, int, date | None] = (0, 0, None)  # amount, fee and posting date of the last attempt
     decision: Decision | None = None
+
+    @property
+    def maybe_written(self) -> bool:
+        """The last attempt may have reached the PMS: it must be looked up before anything else happens."""
+        return self.uncertain or self.status == IN_FLIGHT
 
 
 @dataclass(slots=True)
@@ -235,6 +243,7 @@ class _Sync:
             await enroll(session, self.connection, self.practice)
             self.total = await _count_due(session, self.connection.id, utcnow())
         self._report_progress()
+        log.info("sync.started", run_id=self.run_id, connection_id=self.connection.id, due=self.total)
         try:
             await self._process_all()
             async with self.db.sessions.begin() as session:
@@ -245,6 +254,7 @@ class _Sync:
                     .values(status="done", finished_at=utcnow())
                 )
         except BaseException as exc:
+            log.error("sync.failed", run_id=self.run_id, error=type(exc).__name__)
             async with self.db.sessions.begin() as session:
                 await session.execute(
                     update(SyncRun)
@@ -259,6 +269,7 @@ class _Sync:
                 await lease.release(session, self.connection.id, self.owner)
         async with self.db.sessions() as session:
             report = await run_report(session, self.run_id)
+        log.info("sync.finished", run_id=self.run_id, written=self.done)
         return SyncOutcome(self.run_id, report, dry_run=False)
 
     def _report_progress(self) -> None:
@@ -332,7 +343,9 @@ class _Sync:
                         )
                     )
             elif isinstance(decision, Fail):
-                self._fail(batch, item, decision.code, decision.message, decision.amount_cents)
+                self._fail(
+                    batch, item, decision.code, decision.message, decision.amount_cents, item.maybe_written
+                )
             else:
                 writes.append(item)
 
@@ -346,8 +359,15 @@ class _Sync:
         return len(batch.outcomes), deferred
 
     def _fail(
-        self, batch: _Batch, item: _Item, code: LoadErrorCode, message: str, amount_cents: int | None = None
+        self,
+        batch: _Batch,
+        item: _Item,
+        code: LoadErrorCode,
+        message: str,
+        amount_cents: int | None = None,
+        uncertain: bool = False,
     ) -> None:
+        """Record a failure; `uncertain` keeps the mark that makes a later Retry look the write up first."""
         category = (
             ReportCategory.INVALID_PATIENT_ID
             if code is LoadErrorCode.INVALID_PATIENT_ID
@@ -355,7 +375,13 @@ class _Sync:
         )
         batch.outcomes.append(
             _Outcome(
-                item.writeback_id, FAILED, category.value, code.value, message, amount_cents=amount_cents
+                item.writeback_id,
+                FAILED,
+                category.value,
+                code.value,
+                message,
+                uncertain=uncertain,
+                amount_cents=amount_cents,
             )
         )
         batch.alerts.append((item, code, message))
@@ -375,7 +401,7 @@ class _Sync:
                     "wid": item.writeback_id,
                     "category": decision.category.value,
                     "amount": decision.amount_cents,
-                    "fee": decision.fee_cents if isinstance(decision, PostPayment) else 0,
+                    "fee": decision.fee_cents,
                     "posting_date": stored_dates[day],
                     "run": self.run_id,
                     "now": stored_now,
@@ -413,9 +439,7 @@ class _Sync:
     async def _write(self, writes: list[_Item], batch: _Batch) -> None:
         """Post the batch, looking up uncertain ones first, retrying briefly, then scheduling for later."""
         pending = list(writes)
-        unknown: set[int] = {
-            item.writeback_id for item in writes if item.uncertain or item.status == IN_FLIGHT
-        }
+        unknown: set[int] = {item.writeback_id for item in writes if item.maybe_written}
         last_error: PmsError | None = None
         for delay in (0.0, *IN_RUN_DELAYS):
             if not pending:
@@ -474,10 +498,7 @@ class _Sync:
             await self._keep_lease()
             try:
                 await self.limiter.wait()
-                found = await asyncio.wait_for(
-                    self.connector.find_write(idempotency_key(item.writeback_id), item.account_number or ""),
-                    PMS_CALL_TIMEOUT,
-                )
+                found = await asyncio.wait_for(self.connector.find_write(self._entry(item)), PMS_CALL_TIMEOUT)
             except (PmsError, TimeoutError):
                 held.append(item)
                 continue
@@ -503,6 +524,11 @@ class _Sync:
         except TimeoutError:
             raise PmsOutcomeUnknown(f"the PMS did not answer within {PMS_CALL_TIMEOUT:.0f} s") from None
 
+    def _entry(self, item: _Item) -> PaymentEntry | ReversalEntry:
+        if isinstance(item.decision, PostPayment):
+            return self._payment_entry(item)
+        return self._reversal_entry(item)
+
     def _payment_entry(self, item: _Item) -> PaymentEntry:
         decision = item.decision
         assert isinstance(decision, PostPayment) and item.account_number is not None
@@ -527,6 +553,7 @@ class _Sync:
             is_full=decision.is_full,
             posting_date=decision.posting_date,
             note=f"{item.txn.kind.value.title()} {item.txn.processor_ref} via ledgerlink",
+            fee_cents=decision.fee_cents,
         )
 
     def _posted(self, batch: _Batch, item: _Item, write: PmsWrite) -> None:
@@ -641,6 +668,7 @@ class _Sync:
                     .execution_options(synchronize_session=False),
                     [{"wid": k, "amount": v} for k, v in batch.reversed_amounts.items()],
                 )
+            batch.alerts = await _new_alerts(session, batch.alerts)
             for item, code, message in batch.alerts:
                 session.add(
                     Alert(
@@ -676,6 +704,19 @@ class _Sync:
                 )
 
 
+async def _new_alerts(
+    session: AsyncSession, alerts: list[tuple[_Item, LoadErrorCode, str]]
+) -> list[tuple[_Item, LoadErrorCode, str]]:
+    """The alerts not raised before: a writeback retried and failing again for the same reason would
+    otherwise leave the office a second task for one problem."""
+    if not alerts:
+        return alerts
+    ids = [item.writeback_id for item, _, _ in alerts]
+    rows = await session.execute(select(Alert.writeback_id, Alert.code).where(Alert.writeback_id.in_(ids)))
+    raised = {(writeback_id, code) for writeback_id, code in rows}
+    return [(item, code, m) for item, code, m in alerts if (item.writeback_id, code.value) not in raised]
+
+
 def _chunks(items: list[_Item], size: int) -> list[list[_Item]]:
     """Chunks of one kind each (payments and reversals go through different calls)."""
     payments = [i for i in items if isinstance(i.decision, PostPayment)]
@@ -700,6 +741,7 @@ async def enroll(session: AsyncSession, connection: Connection, practice: Practi
     source = (
         select(
             TransactionRow.id,
+            TransactionRow.local_date,
             literal(connection.id),
             literal(PENDING),
             literal(0),
@@ -719,6 +761,7 @@ async def enroll(session: AsyncSession, connection: Connection, practice: Practi
     )
     columns = [
         "transaction_id",
+        "local_date",
         "connection_id",
         "status",
         "amount_cents",
@@ -794,6 +837,9 @@ async def _claim_status(
             t.original_id,
             t.original_ref,
             PatientAccount.account_number,
+            w.amount_cents,
+            w.fee_cents,
+            w.posting_date,
         )
         .join(t, t.id == w.transaction_id)
         .outerjoin(
@@ -819,7 +865,18 @@ async def _claim_status(
             original_id=row[12],
         )
         account = row[14].strip() if row[14] else None
-        items.append(_Item(row[0], row[1], bool(row[2]), row[3], txn, account or None, row[13]))
+        items.append(
+            _Item(
+                row[0],
+                row[1],
+                bool(row[2]),
+                row[3],
+                txn,
+                account or None,
+                row[13],
+                (row[15], row[16], row[17]),
+            )
+        )
     return items
 
 
@@ -840,11 +897,13 @@ async def _decide_batch(
                 WritebackRow.pms_ref,
                 WritebackRow.amount_cents,
                 WritebackRow.reversed_cents,
+                WritebackRow.fee_cents,
             ).where(
                 WritebackRow.connection_id == connection_id, WritebackRow.transaction_id.in_(original_ids)
             )
         )
         originals = {row[0]: tuple(row) for row in rows}
+    unconfirmed = await _unconfirmed_reversals(session, connection_id, original_ids)
 
     cancelled: set[int] = set()
     reversing: set[int] = set()
@@ -859,7 +918,15 @@ async def _decide_batch(
             if original.writeback_id is not None and original.writeback_id in reversing:
                 item.decision = Defer("another reversal of the same payment is in this batch")
                 continue
+            if unconfirmed.get(item.txn.original_id or -1, set()) - {item.writeback_id}:
+                # Its amount is not yet counted as reversed: deciding now could reverse the payment twice.
+                item.decision = Defer(
+                    "an earlier reversal of the same payment awaits confirmation from the PMS"
+                )
+                continue
         decision = decide(item.txn, rules, account_number=item.account_number, original=original)
+        if item.maybe_written:
+            decision = _as_attempted(item, decision)
         if isinstance(decision, PostReversal):
             reversing.add(decision.original_writeback_id)
         if isinstance(decision, Skip) and decision.cancels_original_writeback_id is not None:
@@ -868,6 +935,51 @@ async def _decide_batch(
     for item in items:
         if item.writeback_id in cancelled:
             item.decision = Defer("cancelled by a void in this batch")  # recorded with the void's outcome
+
+
+async def _unconfirmed_reversals(
+    session: AsyncSession, connection_id: int, original_ids: set[int]
+) -> dict[int, set[int]]:
+    """Reversals whose last attempt may have reached the PMS, by the transaction id of their original."""
+    if not original_ids:
+        return {}
+    rows = await session.execute(
+        select(TransactionRow.original_id, WritebackRow.id)
+        .join(TransactionRow, TransactionRow.id == WritebackRow.transaction_id)
+        .where(
+            WritebackRow.connection_id == connection_id,
+            TransactionRow.original_id.in_(original_ids),
+            or_(
+                WritebackRow.status == IN_FLIGHT,
+                and_(WritebackRow.status.in_((PENDING, FAILED)), WritebackRow.uncertain.is_(True)),
+            ),
+        )
+    )
+    found: dict[int, set[int]] = {}
+    for original_id, writeback_id in rows:
+        if original_id is not None:
+            found.setdefault(original_id, set()).add(writeback_id)
+    return found
+
+
+def _as_attempted(item: _Item, decision: Decision) -> Decision:
+    """The decision for a writeback whose last attempt may be in the PMS: exactly what was attempted.
+
+    The lookup that comes first matches what was written, and a repeat must be the same entry; amounts and
+    dates decided afresh could differ (settings changed, another reversal was posted since).
+    """
+    amount, fee, posting_date = item.intent
+    if isinstance(decision, PostPayment | PostReversal) and posting_date is not None and amount > 0:
+        return dataclasses.replace(decision, amount_cents=amount, fee_cents=fee, posting_date=posting_date)
+    if isinstance(decision, Fail | Skip):
+        why = decision.message if isinstance(decision, Fail) else decision.reason.description
+        return Fail(
+            LoadErrorCode.MAY_BE_IN_PMS,
+            f"an earlier attempt may be in the PMS, and it cannot be written again as it was: {why}",
+            ReportCategory.IN_ERROR,
+            amount or decision.amount_cents,
+        )
+    return decision
 
 
 async def _resolve_late_originals(session: AsyncSession, items: list[_Item]) -> None:
@@ -899,7 +1011,7 @@ async def _resolve_late_originals(session: AsyncSession, items: list[_Item]) -> 
 def _original_posting(item: _Item, row: tuple[Any, ...] | None) -> OriginalPosting:
     if row is None:
         return OriginalPosting(OriginalState.UNKNOWN)
-    _, wid, status, uncertain, pms_ref, amount, reversed_cents = row
+    _, wid, status, uncertain, pms_ref, amount, reversed_cents, fee = row
     if status == POSTED:
         state = OriginalState.POSTED
     elif status in (SKIPPED, CLEARED):
@@ -910,7 +1022,7 @@ def _original_posting(item: _Item, row: tuple[Any, ...] | None) -> OriginalPosti
         state = OriginalState.NOT_YET_POSTED  # a void cancels a sale that has not been written yet
     else:
         state = OriginalState.IN_FLIGHT
-    return OriginalPosting(state, wid, pms_ref, amount, reversed_cents)
+    return OriginalPosting(state, wid, pms_ref, amount, reversed_cents, fee_cents=fee)
 
 
 async def _store_totals(session: AsyncSession, run_id: int, connection_id: int, window_start: date) -> None:
@@ -929,10 +1041,9 @@ async def _store_totals(session: AsyncSession, run_id: int, connection_id: int, 
         totals[key][1] += int(total)
     earlier = await session.execute(
         select(w.status, w.category, func.count(), func.coalesce(func.sum(w.amount_cents), 0))
-        .join(TransactionRow, TransactionRow.id == w.transaction_id)
         .where(
             w.connection_id == connection_id,
-            TransactionRow.local_date >= window_start,
+            w.local_date >= window_start,
             or_(w.last_run_id.is_(None), w.last_run_id != run_id),
         )
         .group_by(w.status, w.category)
@@ -978,11 +1089,9 @@ async def _dry_run(
                     counts[category][0] += 1
                     counts[category][1] += amount
             done = await session.execute(
-                select(func.count(), func.coalesce(func.sum(WritebackRow.amount_cents), 0))
-                .join(TransactionRow, TransactionRow.id == WritebackRow.transaction_id)
-                .where(
+                select(func.count(), func.coalesce(func.sum(WritebackRow.amount_cents), 0)).where(
                     WritebackRow.connection_id == connection.id,
-                    TransactionRow.local_date >= window_start,
+                    WritebackRow.local_date >= window_start,
                     WritebackRow.status.in_((POSTED, SKIPPED, CLEARED)),
                 )
             )

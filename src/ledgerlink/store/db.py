@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 """The newest migration's revision; a test keeps it equal to Alembic's head. Lets every command start
 without loading Alembic when the schema is already current."""
 
@@ -73,16 +73,39 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest schema. Safe to call on every start."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to the newest schema (or to `revision`). Safe to call on every start.
+
+    On SQLite, a migration that changes a column rebuilds its table (Alembic batch mode: copy, drop,
+    rename), and with foreign keys enforced dropping a table that other rows reference fails. So, as
+    SQLite's own procedure for altering a table prescribes, enforcement is off while migrating (it can only
+    be switched outside a transaction) and `PRAGMA foreign_key_check` must come back clean before commit.
+    The transaction is begun explicitly: the sqlite3 driver would only begin one at the first INSERT or
+    UPDATE, leaving earlier DDL committed if the migration then failed.
+    """
     from alembic import command
 
     engine = create_sync_engine(url)
+    sqlite = is_sqlite(sync_url(url))
     try:
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            if sqlite:
+                conn.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()  # ends SQLAlchemy's autobegun transaction; SQLite began none for a PRAGMA
+            with conn.begin():
+                if sqlite:
+                    conn.exec_driver_sql("BEGIN")
+                cfg = alembic_config(url)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left rows with broken foreign keys: {broken[:5]}")
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
     finally:
         engine.dispose()
 

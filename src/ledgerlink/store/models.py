@@ -170,10 +170,14 @@ class Writeback(Base):
         UniqueConstraint("transaction_id", "connection_id"),
         Index("ix_writebacks_due", "connection_id", "status", "id"),
         Index("ix_writebacks_run", "last_run_id", "category"),
+        # Covers the date-range report: it is answered from this index alone, without the table or a join.
+        Index("ix_writebacks_local_date", "connection_id", "local_date", "category", "amount_cents"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id", ondelete="CASCADE"))
     connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    # The transaction's practice-local date, copied at enrolment so date-range queries need no join.
+    local_date: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(16), default=WritebackStatus.PENDING.value)
     category: Mapped[str | None] = mapped_column(String(32), default=None)
     amount_cents: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -61,6 +61,11 @@ class SandboxSettings(BaseModel):
     seed: int | None = None
 
 
+def _bad_amount(amount_cents: int, fee_cents: int) -> str:
+    """Open Dental refuses such entries; the sandbox answers for the one entry instead of failing the batch."""
+    return f"the PMS refused the amounts: payment {amount_cents} cents, fee {fee_cents} cents"
+
+
 def marker(idempotency_key: str) -> str:
     """The text that carries a writeback's key inside the PMS record's note."""
     return f"[{idempotency_key}]"
@@ -128,6 +133,9 @@ class SandboxConnector:
                 if pat_num is None:
                     results.append(PmsRejected(why, LoadErrorCode.INVALID_PATIENT_ID))
                     continue
+                if entry.amount_cents <= 0 or entry.fee_cents < 0:
+                    results.append(PmsRejected(_bad_amount(entry.amount_cents, entry.fee_cents)))
+                    continue
                 try:
                     pay_type = self._pay_type(entry.payment_type)
                 except PmsError as exc:
@@ -165,6 +173,9 @@ class SandboxConnector:
                 if original is None:
                     results.append(PmsRejected(f"payment {entry.original_pms_ref} not found in the PMS"))
                     continue
+                if entry.amount_cents <= 0 or entry.fee_cents < 0:
+                    results.append(PmsRejected(_bad_amount(entry.amount_cents, entry.fee_cents)))
+                    continue
                 note = f"{entry.note} {marker(entry.idempotency_key)}"
                 payment = NewPayment(
                     original.pat_num,
@@ -177,17 +188,33 @@ class SandboxConnector:
                 accepted.append((len(results), entry, payment))
                 results.append(None)
             pay_nums = self.ledger.insert_payments(db, [payment for _, _, payment in accepted])
-            for (position, entry, _), pay_num in zip(accepted, pay_nums, strict=True):
+            for (position, entry, payment), pay_num in zip(accepted, pay_nums, strict=True):
+                if entry.fee_cents:
+                    # A void takes the processing fee back too: the fee entry is mirrored, as the payment is.
+                    self.ledger.insert_adjustment(
+                        db,
+                        payment.pat_num,
+                        -entry.fee_cents,
+                        entry.posting_date,
+                        f"Processing fee returned {marker(entry.idempotency_key)}",
+                    )
                 results[position] = PmsWrite(str(pay_num), -entry.amount_cents)
         self._committed(len(accepted))
         return cast(list[WriteResult], results)  # every placeholder was filled above
 
-    async def find_write(self, idempotency_key: str, account_number: str) -> PmsWrite | None:
+    async def find_write(self, entry: PaymentEntry | ReversalEntry) -> PmsWrite | None:
         await self._call()
-        pat_num, _ = self.ledger.resolve_account(account_number, self.settings.account_number)
+        pat_num: int | None
+        if isinstance(entry, ReversalEntry):
+            # A reversal lands on its original payment's patient, whichever account the refund row named.
+            ref = entry.original_pms_ref
+            original = self.ledger.payment(int(ref)) if ref.isdigit() else None
+            pat_num = original.pat_num if original is not None else None
+        else:
+            pat_num, _ = self.ledger.resolve_account(entry.account_number, self.settings.account_number)
         if pat_num is None:
             return None
-        found = self.ledger.find_payment_by_marker(pat_num, marker(idempotency_key))
+        found = self.ledger.find_payment_by_marker(pat_num, marker(entry.idempotency_key))
         return None if found is None else PmsWrite(str(found.pay_num), found.amount_cents)
 
     async def raise_alert(self, alert: PmsAlert) -> None:
