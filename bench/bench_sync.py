@@ -8,8 +8,9 @@ with peak memory under 300 MB, on SQLite; PostgreSQL is measured the same way an
 
 Setup (not timed): a fresh store (a temporary SQLite file, or a new PostgreSQL database that is dropped
 afterwards), a practice with a sandbox connection, patients with account numbers (one in 500 without), the
-same patients in the sandbox's own SQLite file, and N transactions: mostly sales across payment types, some
-declines, refunds, voids and chargebacks of earlier sales. The timed part is `run_sync` end to end, in a
+same patients in the sandbox's Open Dental office (`OpenDentalOffice` in its own SQLite file), and N
+transactions: mostly sales across payment types, some declines, refunds, voids and chargebacks of earlier
+sales. The timed part is `run_sync` end to end, in a
 fresh process so that its peak RSS is its own. The baseline, measured in the same run, inserts N outcome
 rows into a bare table with plain executemany (sqlite3, or psycopg). Exits 1 when a target is missed.
 
@@ -81,7 +82,7 @@ def _store_statuses(url: str) -> dict[str, int]:
 
 def _check(figures: SyncFigures, data: DataSet, sandbox: Path) -> list[str]:
     """The run must have settled every transaction, and the PMS must hold exactly the posted ones."""
-    from ledgerlink.connectors.sandbox import SandboxLedger
+    from ledgerlink.connectors.sandbox import open_sandbox_office
 
     problems = []
     settled = sum(figures.statuses.get(s, 0) for s in TERMINAL)
@@ -90,16 +91,16 @@ def _check(figures: SyncFigures, data: DataSet, sandbox: Path) -> list[str]:
     reported = sum(count for count, _ in figures.report.values())
     if reported != data.transactions:
         problems.append(f"the report counts {reported:,} transactions, not {data.transactions:,}")
-    ledger = SandboxLedger(sandbox)
+    office = open_sandbox_office(f"sqlite:///{sandbox}")
     try:
-        payments = ledger.count("payment")
+        payments = office.count("payment")
         if payments != figures.statuses.get("posted", 0):
             problems.append(
                 f"the PMS holds {payments:,} payments for {figures.statuses.get('posted', 0):,} posted"
             )
-        problems.extend(ledger.integrity_problems())
+        problems.extend(office.integrity_problems())
     finally:
-        ledger.close()
+        office.close()
     return problems
 
 

@@ -1,8 +1,9 @@
 """Shared pieces of the sync benchmarks: a realistic data set loaded with bulk inserts, the sync run in a
 fresh process (so its peak RSS is its own), raw-insert baselines, and fresh databases per run.
 
-Nothing here is timed except what the callers time: the setup uses plain `sqlite3` executemany on SQLite and
-COPY on PostgreSQL, bypassing the ORM, because it only has to put rows where the sync will find them.
+Nothing here is timed except what the callers time: the store's setup uses plain `sqlite3` executemany on
+SQLite and COPY on PostgreSQL, bypassing the ORM, because it only has to put rows where the sync will find
+them; the sandbox PMS's patients go in through its Open Dental office.
 
 The sync worker is this module run as a script:
 
@@ -233,20 +234,22 @@ def patient_count(transactions: int) -> int:
 
 
 def seed_sandbox(path: Path, patients: int) -> None:
-    """The PMS side: patients 1..N with PatNum = the account number ledgerlink holds for them."""
-    from ledgerlink.connectors.sandbox import SandboxLedger
+    """The PMS side: a fresh Open Dental office with patients 1..N, PatNum = the account number ledgerlink
+    holds for them. Added through the office (one transaction each, as Open Dental's API would), not timed."""
+    from ledgerlink.connectors.sandbox import open_sandbox_office
 
-    SandboxLedger(path).close()  # creates the schema and the payment types
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.executemany(
-            "INSERT INTO patient (PatNum, LName, FName, Birthdate, Guarantor, PriProv) VALUES (?,?,?,?,?,1)",
-            (
-                (n, f"Patient{n}", "Bench", f"{1940 + n % 70}-{n % 12 + 1:02d}-{n % 28 + 1:02d}", n)
-                for n in range(1, patients + 1)
-            ),
-        )
-    conn.close()
+    office = open_sandbox_office(f"sqlite:///{path}")
+    try:
+        for n in range(1, patients + 1):
+            pat_num = office.add_patient(
+                f"Patient{n}", "Bench", birthdate=date(1940 + n % 70, n % 12 + 1, n % 28 + 1), pri_prov=1
+            )
+            if pat_num != n:
+                raise SystemExit(
+                    f"the sandbox office at {path} is not fresh: patient {n} got PatNum {pat_num}"
+                )
+    finally:
+        office.close()
 
 
 async def _practice_and_connection(url: str, sandbox: Path, batch_size: int) -> tuple[int, int]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from ledgerlink.connectors.sandbox import SandboxLedger
+from ledgerlink.opendental.money import decimal_to_cents
+from ledgerlink.opendental.office import OpenDentalOffice
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import Connection, Patient, PatientAccount, Practice, Transaction
 
@@ -73,7 +75,23 @@ async def add_transaction(
 
 
 def sandbox_patient(
-    ledger: SandboxLedger, last: str = "Doe", chart: str = "", birth: date | None = None
+    office: OpenDentalOffice, last: str = "Doe", chart: str = "", birth: date | None = None
 ) -> str:
     """Add a patient to the sandbox PMS and return its PatNum as an account number."""
-    return str(ledger.add_patient(last, "Pat", chart_number=chart, birth_date=birth))
+    return str(office.add_patient(last, "Pat", chart_number=chart, birthdate=birth))
+
+
+def paid_cents(office: OpenDentalOffice, pat_num: int) -> int:
+    """What the patient's account has been credited in the PMS (the sum of the splits to them), in cents."""
+    return decimal_to_cents(office.paid_total(pat_num))
+
+
+REVERSES = re.compile(r"\(reverses PayNum (\d+)\)")
+
+
+def reversed_pay_num(note: str) -> int:
+    """The PayNum a sandbox reversal names in its note (Open Dental has no column linking a negative payment
+    to the one it reverses); 0 when the note names none."""
+    found = REVERSES.findall(note)
+    assert len(found) <= 1, f"a note naming several originals: {note!r}"
+    return int(found[0]) if found else 0

@@ -26,16 +26,17 @@ from sqlalchemy import select
 
 from ledgerlink.connectors.base import PaymentEntry, PmsOutcomeUnknown, WriteResult
 from ledgerlink.connectors.registry import sandbox_settings
-from ledgerlink.connectors.sandbox import SandboxConnector, SandboxLedger, SandboxSettings
+from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings, open_sandbox_office
 from ledgerlink.domain.report import ReportCategory, SyncReport
 from ledgerlink.engine import lease
 from ledgerlink.engine.sync import SyncOutcome, run_sync
 from ledgerlink.errors import SyncAlreadyRunning
+from ledgerlink.opendental.money import double_to_cents
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import Connection, Patient, Practice, SyncRun, Writeback
 from ledgerlink.store.models import Transaction as TransactionRow
 from tests.conftest import make_practice
-from tests.factories import add_patient, add_transaction, sandbox_patient
+from tests.factories import add_patient, add_transaction, paid_cents, reversed_pay_num, sandbox_patient
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 WORKER_TIMEOUT = 60.0
@@ -80,16 +81,16 @@ async def open_office(db: Database, tmp_path: Path, *, patients: int, **settings
     practice, connection = await make_practice(db)
     pms_path = tmp_path / "pms.db"
     await change_settings(db, connection.id, path=str(pms_path), **settings)
-    ledger = SandboxLedger(pms_path)
+    pms_office = open_sandbox_office(f"sqlite:///{pms_path}")
     office = Office(db, practice, connection.id, pms_path, [])
     try:
         for i in range(patients):
-            account = sandbox_patient(ledger, f"Doe{i}")
+            account = sandbox_patient(pms_office, f"Doe{i}")
             patient = await add_patient(db, practice, connection, f"p{i}", account)
             office.patients.append(patient)
             office.account_by_patient[patient.id] = int(account)
     finally:
-        ledger.close()
+        pms_office.close()
     return office
 
 
@@ -180,22 +181,30 @@ class PmsPayment:
     pay_num: int
     pat_num: int
     amount_cents: int
-    refund_of: int
+    refund_of: int  # the PayNum a reversal's note names (Open Dental has no column for it); 0 for a sale
     writeback_ids: tuple[int, ...]
 
 
 def pms_payments(path: Path) -> list[PmsPayment]:
-    """The sandbox's payments, read through a read-only connection (safe while a worker writes)."""
+    """The sandbox's payments (Open Dental's `payment` table), read through a read-only connection (safe while
+    a worker writes)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        rows = conn.execute(
-            "SELECT PayNum, PatNum, PayAmt, RefundOf, PayNote FROM payment ORDER BY PayNum"
-        ).fetchall()
+        rows = conn.execute("SELECT PayNum, PatNum, PayAmt, PayNote FROM payment ORDER BY PayNum").fetchall()
     except sqlite3.OperationalError:  # the worker has not created the table yet
         return []
     finally:
         conn.close()
-    return [PmsPayment(r[0], r[1], r[2], r[3], tuple(int(m) for m in MARKER.findall(r[4]))) for r in rows]
+    return [
+        PmsPayment(
+            r[0],
+            r[1],
+            double_to_cents(r[2]),
+            reversed_pay_num(r[3]),
+            tuple(int(m) for m in MARKER.findall(r[3])),
+        )
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -305,17 +314,17 @@ async def assert_exactly_once(office: Office, expected_reversed: dict[str, int] 
             assert payment.amount_cents == -state.amount_cents < 0, state
             assert payment.refund_of > 0
 
-    ledger = SandboxLedger(office.pms_path)
+    pms_office = open_sandbox_office(f"sqlite:///{office.pms_path}")
     try:
-        assert ledger.integrity_problems() == []
+        assert pms_office.integrity_problems() == []
         expected_balances: dict[int, int] = {}
         for ref in office.sale_refs:
             pat_num = office.account_by_patient[office.patient_by_ref[ref].id]
             net = office.net_by_ref[ref] - expected_reversed.get(ref, 0)
             expected_balances[pat_num] = expected_balances.get(pat_num, 0) + net
-        assert {pat: ledger.balance_paid(pat) for pat in expected_balances} == expected_balances
+        assert {pat: paid_cents(pms_office, pat) for pat in expected_balances} == expected_balances
     finally:
-        ledger.close()
+        pms_office.close()
 
 
 def line(report: SyncReport, category: ReportCategory) -> tuple[int, int]:

@@ -28,13 +28,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from ledgerlink.connectors.sandbox import SandboxConnector, SandboxLedger, SandboxSettings
+from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings, open_sandbox_office
 from ledgerlink.engine import sync as sync_engine
 from ledgerlink.engine.sync import run_sync
 from ledgerlink.practices import add_connection, create_practice
 from ledgerlink.store.db import Database, migrate
 from ledgerlink.store.models import Connection, Patient, Practice, Writeback
-from tests.factories import add_patient, add_transaction, sandbox_patient
+from tests.factories import add_patient, add_transaction, paid_cents, sandbox_patient
 
 PATIENTS = 3
 MARKER = re.compile(r"\[(ll-wb-\d+)\]")
@@ -196,7 +196,9 @@ class Office:
     def __init__(self, workdir: Path, batch_size: int) -> None:
         self.workdir = workdir
         self.batch_size = batch_size
-        self.ledger = SandboxLedger(workdir / "pms.db")
+        self.ledger = open_sandbox_office(
+            f"sqlite:///{workdir / 'pms.db'}"
+        )  # the PMS side, read by the checks
         self.patients: list[Patient] = []
         self.pat_nums: list[int] = []
         self.sales: list[tuple[str, int]] = []  # reference and patient of each sale, in order
@@ -294,10 +296,10 @@ async def play(plan: list[Step], drain: Sync, batch_size: int, workdir: Path, te
 
         # A refund of more than is left is the only failure a person should have to look at here.
         assert await office.failure_codes() <= {"REFUND_EXCEEDS_ORIGINAL"}
-        markers = Counter(m for p in office.ledger.payments() for m in MARKER.findall(p.note))
+        markers = Counter(m for p in office.ledger.payments() for m in MARKER.findall(p.pay_note))
         assert [m for m, n in markers.items() if n > 1] == [], "a writeback was posted twice"
         assert office.ledger.integrity_problems() == []
-        actual = {n: office.ledger.balance_paid(office.pat_nums[n]) for n in range(PATIENTS)}
+        actual = {n: paid_cents(office.ledger, office.pat_nums[n]) for n in range(PATIENTS)}
         assert actual == expected_balances(plan)
     finally:
         await office.close()

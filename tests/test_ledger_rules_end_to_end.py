@@ -1,18 +1,17 @@
 """Every ledger rule of SPEC section 3, end to end: the real engine writing into the sandbox PMS.
 
-Each test runs on SQLite and on PostgreSQL (the `db` fixture) and ends by checking the sandbox ledger with
-Open Dental's own integrity checks.
+Each test runs on SQLite and on PostgreSQL (the `db` fixture) and ends by checking the sandbox's Open Dental
+office with Open Dental's own integrity checks and that no writeback's marker is in it twice.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,16 @@ from ledgerlink.connectors.base import (
     ReversalEntry,
     WriteResult,
 )
-from ledgerlink.connectors.sandbox import SandboxConnector, SandboxLedger, SandboxSettings
+from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings
 from ledgerlink.domain.report import ReportCategory, SyncReport
 from ledgerlink.engine import sync as sync_engine
 from ledgerlink.engine.sync import idempotency_key, run_sync
+from ledgerlink.opendental.money import decimal_to_cents
+from ledgerlink.opendental.office import NewOdPayment, OpenDentalOffice
 from ledgerlink.practices import add_connection, create_practice
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import Alert, Connection, Patient, Practice, Transaction, Writeback
-from tests.factories import add_patient, add_transaction, sandbox_patient
+from tests.factories import add_patient, add_transaction, paid_cents, reversed_pay_num, sandbox_patient
 
 DAY = date(2026, 3, 10)
 NOON = datetime(2026, 3, 10, 18, 0, tzinfo=UTC)  # 12:00 in Chicago
@@ -54,8 +55,13 @@ class Office:
     pms: SandboxConnector
 
     @property
-    def ledger(self) -> SandboxLedger:
-        return self.pms.ledger
+    def ledger(self) -> OpenDentalOffice:
+        """The PMS side: the sandbox's Open Dental office."""
+        return self.pms.office
+
+    def paid(self, pat_num: int) -> int:
+        """What the patient's account has been credited in the PMS, in cents."""
+        return paid_cents(self.ledger, pat_num)
 
     async def patient(self, ref: str, *, with_account: bool = True) -> tuple[Patient, int]:
         """A patient known to both sides; returns the patient and its PatNum (0 when it has no account)."""
@@ -99,15 +105,11 @@ class Office:
         raise AssertionError(f"writebacks still pending after {max_runs} runs")
 
     def adjustments(self, pat_num: int) -> list[int]:
-        """AdjAmt of the patient's adjustments (the sandbox ledger has no reader for them)."""
-        with closing(sqlite3.connect(self.pms.settings.path)) as pms_db:
-            rows = pms_db.execute(
-                "SELECT AdjAmt FROM adjustment WHERE PatNum = ? ORDER BY AdjNum", (pat_num,)
-            )
-            return [int(row[0]) for row in rows]
+        """AdjAmt of the patient's adjustments, in cents."""
+        return [decimal_to_cents(adjustment.adj_amt) for adjustment in self.ledger.adjustments(pat_num)]
 
     def markers(self) -> list[str]:
-        return [m for p in self.ledger.payments() for m in MARKER.findall(p.note)]
+        return [m for p in self.ledger.payments() for m in MARKER.findall(p.pay_note)]
 
     async def close_checking_the_ledger(self) -> None:
         problems = self.ledger.integrity_problems()
@@ -210,10 +212,10 @@ async def test_sale_posts_the_net_amount_on_the_practice_local_date(db: Database
     assert (payment.pat_num, payment.amount_cents, payment.pay_date) == (pat_num, 9700, date(2026, 3, 10))
     wb = await office.writeback("ch_1")
     assert (wb.status, wb.category, wb.pms_ref) == ("posted", "sales", str(payment.pay_num))
-    assert f"[{idempotency_key(wb.id)}]" in payment.note
+    assert f"[{idempotency_key(wb.id)}]" in payment.pay_note
     sales = report.line(ReportCategory.SALES)
     assert (sales.count, sales.total_cents) == (1, 9700)
-    assert office.ledger.balance_paid(pat_num) == 9700
+    assert office.paid(pat_num) == 9700
     await office.close_checking_the_ledger()
 
 
@@ -229,7 +231,7 @@ async def test_plan_and_membership_payments_are_reported_as_recurring(db: Databa
     assert report.line(ReportCategory.RECURRING).count == 2
     assert report.line(ReportCategory.RECURRING).total_cents == 4850 + 2910
     assert report.line(ReportCategory.SALES).count == 1
-    assert office.ledger.balance_paid(pat_num) == 4850 + 2910 + 9700
+    assert office.paid(pat_num) == 4850 + 2910 + 9700
     await office.close_checking_the_ledger()
 
 
@@ -242,7 +244,7 @@ async def test_gross_mode_posts_the_gross_amount_without_a_fee_entry(db: Databas
 
     assert [p.amount_cents for p in office.ledger.payments()] == [10000]
     assert office.ledger.count("adjustment") == 0
-    assert office.ledger.balance_paid(pat_num) == 10000
+    assert office.paid(pat_num) == 10000
     await office.close_checking_the_ledger()
 
 
@@ -258,7 +260,7 @@ async def test_gross_plus_fee_posts_the_gross_amount_and_a_fee_adjustment(
 
     assert [p.amount_cents for p in office.ledger.payments()] == [10000, 2000]
     assert office.ledger.count("adjustment") == 1  # no fee, no fee entry
-    assert office.ledger.balance_paid(pat_num) == 12000
+    assert office.paid(pat_num) == 12000
     assert office.adjustments(pat_num) == [300]
     wb = await office.writeback("ch_1")
     assert (wb.amount_cents, wb.fee_cents) == (10000, 300)
@@ -276,7 +278,7 @@ async def test_void_under_gross_plus_fee_leaves_nothing_on_the_patients_account(
 
     await office.sync()
 
-    assert office.ledger.balance_paid(pat_num) == 0
+    assert office.paid(pat_num) == 0
     assert sum(office.adjustments(pat_num)) == 0
     await office.close_checking_the_ledger()
 
@@ -308,17 +310,17 @@ async def test_partial_refund_then_the_rest_leaves_the_patient_at_zero(db: Datab
 
     await reversal(office, "refund", "re_1", "ch_1", patient, 5000)
     first = await office.sync()
-    assert office.ledger.balance_paid(pat_num) == 4700
+    assert office.paid(pat_num) == 4700
     assert first.line(ReportCategory.REFUNDS).total_cents == 5000
 
     # The processor refunds the gross that is left; the net payment only had 4700 left on the ledger.
     await reversal(office, "refund", "re_2", "ch_1", patient, 5000)
     second = await office.sync()
 
-    assert office.ledger.balance_paid(pat_num) == 0
+    assert office.paid(pat_num) == 0
     assert second.line(ReportCategory.REFUNDS).total_cents == 4700
     refunds = office.ledger.payments()[1:]
-    assert [(p.amount_cents, p.refund_of) for p in refunds] == [
+    assert [(p.amount_cents, reversed_pay_num(p.pay_note)) for p in refunds] == [
         (-5000, original.pay_num),
         (-4700, original.pay_num),
     ]
@@ -337,7 +339,7 @@ async def test_refund_arriving_with_its_sale_is_posted_in_the_same_sync(db: Data
     assert [p.amount_cents for p in office.ledger.payments()] == [9700, -2500]
     assert report.line(ReportCategory.SALES).count == 1
     assert report.line(ReportCategory.REFUNDS).count == 1
-    assert office.ledger.balance_paid(pat_num) == 7200
+    assert office.paid(pat_num) == 7200
     await office.close_checking_the_ledger()
 
 
@@ -353,7 +355,7 @@ async def test_refund_beyond_what_is_left_fails_refund_exceeds_original(db: Data
 
     wb = await office.writeback("re_2")
     assert (wb.status, wb.error_code) == ("failed", "REFUND_EXCEEDS_ORIGINAL")
-    assert office.ledger.balance_paid(pat_num) == 0
+    assert office.paid(pat_num) == 0
     await office.close_checking_the_ledger()
 
 
@@ -407,8 +409,12 @@ async def test_void_after_posting_posts_a_full_reversal_of_the_original(db: Data
     report = await office.sync()
 
     original, void = office.ledger.payments()
-    assert (void.amount_cents, void.refund_of, void.pat_num) == (-9700, original.pay_num, pat_num)
-    assert office.ledger.balance_paid(pat_num) == 0
+    assert (void.amount_cents, reversed_pay_num(void.pay_note), void.pat_num) == (
+        -9700,
+        original.pay_num,
+        pat_num,
+    )
+    assert office.paid(pat_num) == 0
     voids = report.line(ReportCategory.VOIDS)
     assert (voids.count, voids.total_cents) == (1, 9700)
     await office.close_checking_the_ledger()
@@ -425,7 +431,7 @@ async def test_void_after_a_partial_refund_reverses_only_what_is_left(db: Databa
     await office.sync()
 
     assert [p.amount_cents for p in office.ledger.payments()] == [9700, -2000, -7700]
-    assert office.ledger.balance_paid(pat_num) == 0
+    assert office.paid(pat_num) == 0
     await office.close_checking_the_ledger()
 
 
@@ -485,9 +491,9 @@ async def test_chargeback_posts_a_reversal_when_enabled(db: Database, tmp_path: 
     report = await office.sync()
 
     original, chargeback = office.ledger.payments()
-    assert (chargeback.amount_cents, chargeback.refund_of) == (-9700, original.pay_num)
+    assert (chargeback.amount_cents, reversed_pay_num(chargeback.pay_note)) == (-9700, original.pay_num)
     assert report.line(ReportCategory.CHARGEBACKS).count == 1
-    assert office.ledger.balance_paid(pat_num) == 0
+    assert office.paid(pat_num) == 0
     await office.close_checking_the_ledger()
 
 
@@ -509,7 +515,7 @@ async def test_chargeback_is_skipped_when_the_connection_has_chargebacks_off(
         "skipped_by_settings",
     )
     assert report.line(ReportCategory.SKIPPED_BY_SETTINGS).count == 1
-    assert office.ledger.balance_paid(pat_num) == 9700
+    assert office.paid(pat_num) == 9700
     await office.close_checking_the_ledger()
 
 
@@ -552,7 +558,7 @@ async def test_payment_type_set_to_manual_is_held_and_others_post(db: Database, 
     assert report.line(ReportCategory.HELD_FOR_MANUAL).count == 1
     assert report.line(ReportCategory.SKIPPED_BY_SETTINGS).count == 1
     assert [p.amount_cents for p in office.ledger.payments()] == [4850]
-    assert office.ledger.balance_paid(pat_num) == 4850
+    assert office.paid(pat_num) == 4850
     await office.close_checking_the_ledger()
 
 
@@ -621,7 +627,7 @@ async def test_flaky_pms_still_ends_with_exactly_one_posting_per_sale(
     assert len(payments) == 15
     assert len(set(office.markers())) == 15
     for pat_num, total in expected.items():
-        assert office.ledger.balance_paid(pat_num) == total
+        assert office.paid(pat_num) == total
     await office.close_checking_the_ledger()
 
 
@@ -670,7 +676,7 @@ async def test_second_refund_waits_for_an_uncertain_first_refund_of_the_same_pay
     await office.sync()
     await office.sync_until_settled()
 
-    assert office.ledger.balance_paid(pat_num) == 0
+    assert office.paid(pat_num) == 0
     await office.close_checking_the_ledger()
 
 
@@ -689,7 +695,7 @@ async def test_uncertain_refund_is_found_on_the_original_patient_whatever_the_re
 
     await office.sync_until_settled()
 
-    assert office.ledger.balance_paid(pat_num) == 7500
+    assert office.paid(pat_num) == 7500
     await office.close_checking_the_ledger()
 
 
@@ -793,8 +799,17 @@ async def test_a_refund_posted_by_hand_and_cleared_counts_as_reversed_when_the_p
     # Staff post the refund by hand, then clear it.
     original = (await office.writeback("ch_1")).pms_ref
     assert original is not None
-    with office.ledger.transaction() as pms_db:
-        office.ledger.insert_payment(pms_db, pat_num, -4000, DAY, 1, "refund by hand", int(original))
+    paid = office.ledger.payment(int(original))
+    assert paid is not None
+    office.ledger.create_payment(  # a negative payment, as Open Dental's UI posts a refund
+        NewOdPayment(
+            pat_num,
+            Decimal("-40.00"),
+            pay_type=paid.pay_type,
+            pay_date=DAY,
+            pay_note=f"refund by hand (reverses PayNum {original})",
+        )
+    )
     async with db.sessions.begin() as session:
         [result] = await clear_writebacks(session, office.practice.id, [refund.id], actor="test")
         assert result.ok
@@ -802,7 +817,7 @@ async def test_a_refund_posted_by_hand_and_cleared_counts_as_reversed_when_the_p
 
     await office.sync()
 
-    assert office.ledger.balance_paid(pat_num) == 0  # the void reverses the 6,000 left, not 10,000
+    assert office.paid(pat_num) == 0  # the void reverses the 6,000 left, not 10,000
     assert (await office.writeback("vo_1")).amount_cents == 6000
     await office.close_checking_the_ledger()
 

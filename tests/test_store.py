@@ -68,7 +68,7 @@ def test_migration_0002_backfills_writeback_local_dates_from_their_transactions(
     On SQLite the column change rebuilds the table, which must not trip over the alert's foreign key."""
     from sqlalchemy import inspect, text
 
-    from ledgerlink.store.db import create_sync_engine, migrate
+    from ledgerlink.store.db import SCHEMA_HEAD, create_sync_engine, migrate
 
     migrate(db_url, "0001")
     engine = create_sync_engine(db_url)
@@ -126,7 +126,7 @@ def test_migration_0002_backfills_writeback_local_dates_from_their_transactions(
                 (13, date(2026, 2, 1)),
             ]
             assert conn.execute(text("SELECT writeback_id FROM alerts")).scalar() == 12
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
             schema = inspect(conn)
             column = next(c for c in schema.get_columns("writebacks") if c["name"] == "local_date")
             assert column["nullable"] is False
@@ -213,3 +213,21 @@ async def test_range_report_counts_writebacks_by_their_own_local_date_without_a_
     assert report.line(ReportCategory.REFUNDS).count == 1
     assert report.line(ReportCategory.IN_ERROR).count == 1  # not yet written: no category
     assert statements and not any("transactions" in s.lower() for s in statements)
+
+
+def test_the_migrated_schema_is_exactly_the_models(db_url: str) -> None:
+    """Every model change has its migration: Alembic finds nothing to add, drop or alter."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from ledgerlink.store.db import create_sync_engine, migrate
+    from ledgerlink.store.models import Base
+
+    migrate(db_url)
+    engine = create_sync_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []

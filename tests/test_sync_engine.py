@@ -29,19 +29,19 @@ async def test_sale_posts_net_payment_once_and_rerun_reports_already_processed(
 ) -> None:
     practice, connection = await make_practice(db)
     pms = sandbox(tmp_path)
-    patient = await add_patient(db, practice, connection, "p1", sandbox_patient(pms.ledger))
+    patient = await add_patient(db, practice, connection, "p1", sandbox_patient(pms.office))
     await add_transaction(db, practice, "ch_1", gross=10000, fee=300, patient=patient)
 
     first = await run_sync(db, connection.id, pms)
     assert first.report.line(ReportCategory.SALES).count == 1
     assert first.report.line(ReportCategory.SALES).total_cents == 9700
-    assert [p.amount_cents for p in pms.ledger.payments()] == [9700]
+    assert [p.amount_cents for p in pms.office.payments()] == [9700]
 
     second = await run_sync(db, connection.id, pms)
     assert second.report.line(ReportCategory.SALES).count == 0
     assert second.report.line(ReportCategory.ALREADY_PROCESSED).count == 1
-    assert len(pms.ledger.payments()) == 1
-    assert pms.ledger.integrity_problems() == []
+    assert len(pms.office.payments()) == 1
+    assert pms.office.integrity_problems() == []
     await pms.close()
 
 
@@ -52,8 +52,8 @@ async def test_missing_account_number_is_invalid_patient_id_with_alert(db: Datab
     await add_transaction(db, practice, "ch_1", patient=patient)
     outcome = await run_sync(db, connection.id, pms)
     assert outcome.report.line(ReportCategory.INVALID_PATIENT_ID).count == 1
-    assert pms.ledger.payments() == []
-    assert len(pms.ledger.tasks()) == 1
+    assert pms.office.payments() == []
+    assert len(pms.office.tasks()) == 1
     async with db.sessions() as session:
         alert = await session.scalar(select(Alert))
         assert alert is not None and alert.code == "INVALID_PATIENT_ID" and alert.delivered_to_pms
@@ -79,7 +79,7 @@ async def test_a_retry_that_fails_the_same_way_leaves_the_office_no_second_task(
     outcome = await run_sync(db, connection.id, pms)
 
     assert outcome.report.line(ReportCategory.INVALID_PATIENT_ID).count == 1
-    assert len(pms.ledger.tasks()) == 1
+    assert len(pms.office.tasks()) == 1
     async with db.sessions() as session:
         assert len((await session.scalars(select(Alert))).all()) == 1
     await pms.close()

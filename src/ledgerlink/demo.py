@@ -21,8 +21,9 @@ from rich.console import Console
 
 from ledgerlink.clock import utcnow
 from ledgerlink.connectors.registry import open_connector
-from ledgerlink.connectors.sandbox import SandboxLedger
+from ledgerlink.connectors.sandbox import open_sandbox_office
 from ledgerlink.engine.sync import SyncProgress, run_sync
+from ledgerlink.opendental.office import OpenDentalOffice
 from ledgerlink.practices import add_connection, create_practice, delete_practice, find_practice
 from ledgerlink.settings import Settings
 from ledgerlink.store.db import Database
@@ -121,7 +122,7 @@ async def run_demo(
             practice,
             name="pms",
             kind="sandbox",
-            settings={"path": sandbox_file},
+            settings={"path": sandbox_file, "timezone": TIMEZONE},
             type_handling={"insurance": "manual"},
             actor="demo",
         )
@@ -130,11 +131,11 @@ async def run_demo(
         f"at {settings.sandbox_dir / sandbox_file}; insurance payments are set to manual posting."
     )
 
-    ledger = SandboxLedger(settings.sandbox_dir / sandbox_file)
+    office = open_sandbox_office(f"sqlite:///{settings.sandbox_dir / sandbox_file}", TIMEZONE)
     try:
-        seed_sandbox(ledger)
+        seed_sandbox(office)
     finally:
-        ledger.close()
+        office.close()
     day = utcnow().astimezone(ZoneInfo(TIMEZONE)).date() - timedelta(days=1)
     files = write_demo_files(demo_dir, day)
 
@@ -185,16 +186,17 @@ def _command_name() -> str:
     return argv0 if "/" in argv0 and Path(argv0).name == "ledgerlink" else "ledgerlink"
 
 
-def seed_sandbox(ledger: SandboxLedger) -> None:
-    """The office's PMS: patients 1..40, as the patient list will reference them."""
+def seed_sandbox(office: OpenDentalOffice) -> None:
+    """The office's PMS: patients 1..40 (PatNums of a fresh office), as the patient list will reference them."""
     rng = random.Random(7)
     for n in range(1, PATIENTS + 1):
-        ledger.add_patient(
+        pat_num = office.add_patient(
             LAST_NAMES[(n - 1) % len(LAST_NAMES)],
             FIRST_NAMES[(n * 7) % len(FIRST_NAMES)],
-            pat_num=n,
-            birth_date=date(1950 + rng.randrange(60), rng.randrange(1, 13), rng.randrange(1, 28)),
+            birthdate=date(1950 + rng.randrange(60), rng.randrange(1, 13), rng.randrange(1, 28)),
         )
+        if pat_num != n:
+            raise RuntimeError(f"the demo's sandbox office is not fresh: patient {n} got PatNum {pat_num}")
 
 
 def write_demo_files(directory: Path, day: date) -> DemoFiles:

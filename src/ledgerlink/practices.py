@@ -16,7 +16,7 @@ from ledgerlink.domain.transactions import PaymentType
 from ledgerlink.errors import Conflict, InvalidInput, NotFound
 from ledgerlink.store.models import Connection, Practice
 
-CONNECTOR_KINDS = ("sandbox",)
+CONNECTOR_KINDS = ("sandbox", "opendental")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 

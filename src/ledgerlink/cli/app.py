@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledgerlink.cli.render import report_csv, report_json, report_table, writebacks_table
-from ledgerlink.connectors.registry import open_connector
+from ledgerlink.connectors.opendental.direct_db import WARNING as DIRECT_DB_WARNING
+from ledgerlink.connectors.registry import is_direct_db, open_connector, settings_to_store
 from ledgerlink.domain.report import ReportCategory
 from ledgerlink.engine.operations import clear_writebacks, list_writebacks, retry_writebacks
 from ledgerlink.engine.reports import range_report, run_report
@@ -192,7 +193,7 @@ def practice_list() -> None:
 def connection_add(
     practice: PracticeOpt = None,
     name: Annotated[str, typer.Option(help="Connection name.")] = "pms",
-    kind: Annotated[str, typer.Option(help="Connector: sandbox.")] = "sandbox",
+    kind: Annotated[str, typer.Option(help="Connector: sandbox or opendental.")] = "sandbox",
     setting: Annotated[
         list[str] | None, typer.Option("--setting", "-s", help="Connector setting key=value.")
     ] = None,
@@ -219,6 +220,7 @@ def connection_add(
             p = await resolve_practice(session, practice)
             if kind == "sandbox":
                 raw.setdefault("path", f"{p.slug}-{name}.db")
+                raw.setdefault("timezone", p.timezone)
             connector = open_connector(kind, raw, settings.data_dir)  # validates the settings
             await connector.close()
             connection = await add_connection(
@@ -226,7 +228,7 @@ def connection_add(
                 p,
                 name=name,
                 kind=kind,
-                settings=dict(raw),
+                settings=settings_to_store(kind, raw, settings.data_dir),  # API keys sealed
                 start_date=parse_date(start_date, "start_date"),
                 amount_mode=amount,
                 timing=timing,
@@ -236,6 +238,8 @@ def connection_add(
                 actor=ACTOR,
             )
         out.print(f"added connection [bold]{connection.name}[/] ({kind}) to {p.slug}")
+        if is_direct_db(kind, raw):
+            err.print(f"[bold red]warning:[/] {DIRECT_DB_WARNING}")
 
     run(work)
 
@@ -628,6 +632,31 @@ class _progress:  # lower-case: used like a function, `with _progress(...) as ad
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
+
+
+@app.command("od-peer")
+def od_peer(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Open Dental database: sqlite:///PATH or mysql+pymysql://USER@HOST/DB."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (Open Dental's local API uses 30222).")] = 30222,
+    rate: Annotated[
+        float | None, typer.Option(help="Requests per second allowed per customer key (429 beyond).")
+    ] = None,
+) -> None:
+    """Serve the Open Dental API peer: Open Dental's REST API over Open Dental's schema, for trying
+    ledgerlink (and integrations) without an office. Any `ODFHIR dev/customer` key is accepted."""
+    from ledgerlink.opendental.peer.config import PeerConfig
+    from ledgerlink.opendental.peer.server import serve
+
+    settings = get_settings()
+    url = database_url or f"sqlite:///{settings.data_dir / 'od-peer.db'}"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config = PeerConfig(database_url=url, default_requests_per_second=rate)
+    err.print(f"Open Dental peer on http://{host}:{port}/api/v1 (database {url.split('@')[-1]})")
+    serve(config, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -22,8 +22,11 @@ from ledgerlink.domain.money import Cents
 
 @dataclass(frozen=True, slots=True)
 class ConnectorLimits:
-    requests_per_second: float | None  # None: no limit
+    requests_per_second: float | None  # None: no limit (or the connector paces its own requests)
     batch_size: int  # entries per post call; 1 for PMSs that take one row per request
+    # How long one call may take before its outcome is unknown. A connector that makes several paced
+    # requests per call (a refund and its note at one request per 5 s) needs longer than a fast one.
+    call_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +58,10 @@ class ReversalEntry:
     is_full: bool
     posting_date: date
     note: str
-    fee_cents: Cents = (
-        0  # > 0: also take back the original's separate fee entry (a void under gross plus fee)
-    )
+    # > 0: also take back the original's separate fee entry (a void under gross plus fee).
+    fee_cents: Cents = 0
+    # The account the original payment was posted to: a refund row may name another (or no) patient.
+    original_account_number: str = ""
 
 
 @dataclass(frozen=True, slots=True)

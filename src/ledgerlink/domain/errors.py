@@ -14,6 +14,7 @@ class LoadErrorCode(enum.StrEnum):
     PMS_UNREACHABLE = "PMS_UNREACHABLE"
     PMS_CONFIGURATION = "PMS_CONFIGURATION"
     MAY_BE_IN_PMS = "MAY_BE_IN_PMS"
+    HELD_FOR_STAFF = "HELD_FOR_STAFF"
 
     @property
     def explanation(self) -> str:
@@ -22,6 +23,10 @@ class LoadErrorCode(enum.StrEnum):
 
 
 _EXPLANATIONS = {
+    LoadErrorCode.HELD_FOR_STAFF: (
+        "The PMS cannot take this entry automatically with the connection's settings; the task left in "
+        "the PMS says exactly what to enter. Post it by hand, then Clear it here."
+    ),
     LoadErrorCode.MAY_BE_IN_PMS: (
         "An earlier attempt may have reached the PMS, and the entry can no longer be written as it was "
         "(its settings or patient changed). Look for it on the patient's ledger: Clear it if it is there; "

@@ -99,7 +99,6 @@ class _Converted(TypeDecorator[Any]):
 
 STORED = _Converted()
 CLAIM_BATCH = 1000
-PMS_CALL_TIMEOUT = 30.0
 
 PENDING = WritebackStatus.PENDING.value
 IN_FLIGHT = WritebackStatus.IN_FLIGHT.value
@@ -107,6 +106,13 @@ POSTED = WritebackStatus.POSTED.value
 FAILED = WritebackStatus.FAILED.value
 SKIPPED = WritebackStatus.SKIPPED.value
 CLEARED = WritebackStatus.CLEARED.value
+
+
+_FAILURE_CATEGORIES = {
+    LoadErrorCode.INVALID_PATIENT_ID: ReportCategory.INVALID_PATIENT_ID,
+    # Left to staff by design (a task says what to enter): reported with what waits for a person.
+    LoadErrorCode.HELD_FOR_STAFF: ReportCategory.HELD_FOR_MANUAL,
+}
 
 
 def default_window_start(timezone: str) -> date:
@@ -145,6 +151,7 @@ class _Item:
     account_number: str | None
     original_ref: str | None
     intent: tuple[int, int, date | None] = (0, 0, None)  # amount, fee and posting date of the last attempt
+    original_account: str = ""  # for reversals: the account the original payment was posted to
     decision: Decision | None = None
 
     @property
@@ -222,6 +229,7 @@ class _Sync:
         self.owner = lease.new_owner_id()
         self.lease_renewed_at = utcnow()
         self.limiter = RateLimiter(connector.limits.requests_per_second)
+        self.call_timeout = connector.limits.call_timeout_s
         self.run_id = 0
         self.done = 0
         self.total = 0
@@ -368,11 +376,7 @@ class _Sync:
         uncertain: bool = False,
     ) -> None:
         """Record a failure; `uncertain` keeps the mark that makes a later Retry look the write up first."""
-        category = (
-            ReportCategory.INVALID_PATIENT_ID
-            if code is LoadErrorCode.INVALID_PATIENT_ID
-            else ReportCategory.IN_ERROR
-        )
+        category = _FAILURE_CATEGORIES.get(code, ReportCategory.IN_ERROR)
         batch.outcomes.append(
             _Outcome(
                 item.writeback_id,
@@ -498,7 +502,9 @@ class _Sync:
             await self._keep_lease()
             try:
                 await self.limiter.wait()
-                found = await asyncio.wait_for(self.connector.find_write(self._entry(item)), PMS_CALL_TIMEOUT)
+                found = await asyncio.wait_for(
+                    self.connector.find_write(self._entry(item)), self.call_timeout
+                )
             except (PmsError, TimeoutError):
                 held.append(item)
                 continue
@@ -520,9 +526,9 @@ class _Sync:
             else:
                 reversals = [self._reversal_entry(item) for item in chunk]
                 call = self.connector.post_reversals(reversals)
-            return await asyncio.wait_for(call, PMS_CALL_TIMEOUT)
+            return await asyncio.wait_for(call, self.call_timeout)
         except TimeoutError:
-            raise PmsOutcomeUnknown(f"the PMS did not answer within {PMS_CALL_TIMEOUT:.0f} s") from None
+            raise PmsOutcomeUnknown(f"the PMS did not answer within {self.call_timeout:.0f} s") from None
 
     def _entry(self, item: _Item) -> PaymentEntry | ReversalEntry:
         if isinstance(item.decision, PostPayment):
@@ -554,6 +560,7 @@ class _Sync:
             posting_date=decision.posting_date,
             note=f"{item.txn.kind.value.title()} {item.txn.processor_ref} via ledgerlink",
             fee_cents=decision.fee_cents,
+            original_account_number=item.original_account,
         )
 
     def _posted(self, batch: _Batch, item: _Item, write: PmsWrite) -> None:
@@ -692,7 +699,7 @@ class _Sync:
             )
             try:
                 await self.limiter.wait()
-                await asyncio.wait_for(self.connector.raise_alert(alert), PMS_CALL_TIMEOUT)
+                await asyncio.wait_for(self.connector.raise_alert(alert), self.call_timeout)
             except (PmsError, TimeoutError):
                 continue
             async with self.db.sessions.begin() as session:
@@ -898,9 +905,17 @@ async def _decide_batch(
                 WritebackRow.amount_cents,
                 WritebackRow.reversed_cents,
                 WritebackRow.fee_cents,
-            ).where(
-                WritebackRow.connection_id == connection_id, WritebackRow.transaction_id.in_(original_ids)
+                PatientAccount.account_number,
             )
+            .join(TransactionRow, TransactionRow.id == WritebackRow.transaction_id)
+            .outerjoin(
+                PatientAccount,
+                and_(
+                    PatientAccount.patient_id == TransactionRow.patient_id,
+                    PatientAccount.connection_id == WritebackRow.connection_id,
+                ),
+            )
+            .where(WritebackRow.connection_id == connection_id, WritebackRow.transaction_id.in_(original_ids))
         )
         originals = {row[0]: tuple(row) for row in rows}
     unconfirmed = await _unconfirmed_reversals(session, connection_id, original_ids)
@@ -914,7 +929,9 @@ async def _decide_batch(
             continue
         original = None
         if item.txn.kind.reverses_original:
-            original = _original_posting(item, originals.get(item.txn.original_id or -1))
+            row = originals.get(item.txn.original_id or -1)
+            original = _original_posting(item, row)
+            item.original_account = (row[8] or "").strip() if row is not None else ""
             if original.writeback_id is not None and original.writeback_id in reversing:
                 item.decision = Defer("another reversal of the same payment is in this batch")
                 continue
@@ -1011,7 +1028,7 @@ async def _resolve_late_originals(session: AsyncSession, items: list[_Item]) -> 
 def _original_posting(item: _Item, row: tuple[Any, ...] | None) -> OriginalPosting:
     if row is None:
         return OriginalPosting(OriginalState.UNKNOWN)
-    _, wid, status, uncertain, pms_ref, amount, reversed_cents, fee = row
+    _, wid, status, uncertain, pms_ref, amount, reversed_cents, fee, _account = row
     if status == POSTED:
         state = OriginalState.POSTED
     elif status in (SKIPPED, CLEARED):

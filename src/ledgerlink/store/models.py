@@ -140,6 +140,8 @@ class Transaction(Base):
     __table_args__ = (
         UniqueConstraint("practice_id", "processor_ref"),
         Index("ix_transactions_local_date", "practice_id", "local_date"),
+        # The reversals of a payment: deciding one looks for its siblings still unconfirmed in the PMS.
+        Index("ix_transactions_original_id", "original_id"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))

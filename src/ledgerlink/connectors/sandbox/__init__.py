@@ -1,6 +1,6 @@
-"""The sandbox PMS: a small Open-Dental-like ledger in its own SQLite file, for the demo, tests and trials."""
+"""The sandbox PMS: an Open Dental office in process (`OpenDentalOffice` on SQLite or MariaDB), for the demo,
+tests and trials."""
 
-from ledgerlink.connectors.sandbox.connector import SandboxConnector, SandboxSettings
-from ledgerlink.connectors.sandbox.ledger import SandboxLedger
+from ledgerlink.connectors.sandbox.connector import SandboxConnector, SandboxSettings, open_sandbox_office
 
-__all__ = ["SandboxConnector", "SandboxLedger", "SandboxSettings"]
+__all__ = ["SandboxConnector", "SandboxSettings", "open_sandbox_office"]
