@@ -111,7 +111,7 @@ class DirectDbConnector(SandboxConnector):
             office.count("payment")  # reachable, and an Open Dental database
         except SQLAlchemyError as exc:
             office.close()
-            reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise InvalidInput(
                 f"the Open Dental database could not be opened ({reason})", field="settings"
             ) from None
