@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from bench.common import fresh_postgres_database
 from ledgerlink.connectors.opendental.client import shared_tls_context
 from ledgerlink.connectors.registry import open_connector, settings_to_store
 from ledgerlink.engine.sync import run_sync
@@ -190,38 +192,53 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             [office.add_patient(f"Office{n}", f"Pat{k}") for k in range(PATIENTS_PER_OFFICE)]
             for n in range(args.offices)
         ]
-        config = PeerConfig(
-            database_url=office_url,
-            default_requests_per_second=args.rate,
-            faults=Faults(latency_ms=args.latency_ms),
-            rate_tolerance_ms=0,
-        )
-        db = await Database.open(f"sqlite+aiosqlite:///{work / 'ledgerlink.db'}")
-        try:
-            with running_peer_process(config) as peer_url:
-                setup_started = time.perf_counter()
-                connection_ids = await set_up_store(
-                    db, work, peer_url, args.offices, args.payments, args.rate, pat_nums
-                )
-                setup = time.perf_counter() - setup_started
-                print(
-                    f"set-up: {args.offices} offices, {args.offices * args.payments} payments ({setup:.1f} s)"
-                )
-                elapsed, statuses = await sync_all(db, work, connection_ids)
-                stats = peer_stats(peer_url)
-                by_key = {k: v for k, v in stats["by_key"].items() if k.startswith("office-")}
-                most = max(v["requests"] for v in by_key.values())
-                total_requests = sum(v["requests"] for v in by_key.values())
-                violations = sum(v["rate_limit_violations"] for v in by_key.values())
-                throttled = sum(v["throttled"] for v in by_key.values())
-                baseline = await raw_baseline(peer_url, args.offices, most, args.rate)
-                base_stats = peer_stats(peer_url)
-                base_violations = base_stats["rate_limit_violations"] - stats["rate_limit_violations"]
-        finally:
-            await db.close()
-        posted = sum(1 for p in office.payments() if "[ll-wb-" in p.pay_note)
-        problems = office.integrity_problems()
-        office.close()
+        with contextlib.ExitStack() as stack:
+            store_url = (
+                f"sqlite+aiosqlite:///{work / 'ledgerlink.db'}"
+                if args.store == "sqlite"
+                else stack.enter_context(fresh_postgres_database("ll_bench_od"))
+            )
+            return await _measure(args, work, office, office_url, pat_nums, store_url)
+
+
+async def _measure(
+    args: argparse.Namespace,
+    work: Path,
+    office: OpenDentalOffice,
+    office_url: str,
+    pat_nums: list[list[int]],
+    store_url: str,
+) -> dict[str, Any]:
+    config = PeerConfig(
+        database_url=office_url,
+        default_requests_per_second=args.rate,
+        faults=Faults(latency_ms=args.latency_ms),
+        rate_tolerance_ms=0,
+    )
+    db = await Database.open(store_url)
+    try:
+        with running_peer_process(config) as peer_url:
+            setup_started = time.perf_counter()
+            connection_ids = await set_up_store(
+                db, work, peer_url, args.offices, args.payments, args.rate, pat_nums
+            )
+            setup = time.perf_counter() - setup_started
+            print(f"set-up: {args.offices} offices, {args.offices * args.payments} payments ({setup:.1f} s)")
+            elapsed, statuses = await sync_all(db, work, connection_ids)
+            stats = peer_stats(peer_url)
+            by_key = {k: v for k, v in stats["by_key"].items() if k.startswith("office-")}
+            most = max(v["requests"] for v in by_key.values())
+            total_requests = sum(v["requests"] for v in by_key.values())
+            violations = sum(v["rate_limit_violations"] for v in by_key.values())
+            throttled = sum(v["throttled"] for v in by_key.values())
+            baseline = await raw_baseline(peer_url, args.offices, most, args.rate)
+            base_stats = peer_stats(peer_url)
+            base_violations = base_stats["rate_limit_violations"] - stats["rate_limit_violations"]
+    finally:
+        await db.close()
+    posted = sum(1 for p in office.payments() if "[ll-wb-" in p.pay_note)
+    problems = office.integrity_problems()
+    office.close()
     floor = most / args.rate
     return {
         "offices": args.offices,
@@ -251,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="requests/s per key")
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--office-db", choices=("mariadb", "sqlite"), default="mariadb")
+    parser.add_argument(
+        "--store", choices=("sqlite", "postgres"), default="sqlite", help="ledgerlink's store"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args(argv)
     figures = asyncio.run(bench(args))

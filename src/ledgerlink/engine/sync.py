@@ -300,6 +300,8 @@ class _Sync:
                 r, d = await self._process_batch(items)
                 recorded += r
                 deferred += d
+                if len(items) < CLAIM_BATCH:
+                    break  # a short batch ends the pass: asking again would only find nothing
             if not deferred or not recorded:
                 return
 
