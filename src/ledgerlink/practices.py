@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from datetime import date, time
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.audit import record_audit
+from ledgerlink.clock import time_zone
 from ledgerlink.domain.rules import AmountMode, Timing, TypeHandling, WritebackRules
 from ledgerlink.domain.transactions import PaymentType
 from ledgerlink.errors import Conflict, InvalidInput, NotFound
@@ -22,11 +22,9 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 def check_timezone(name: str) -> str:
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(
-            f"unknown time zone {name!r} (use an IANA name such as America/Chicago)", field="timezone"
-        ) from None
+        time_zone(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="timezone") from None
     return name
 
 

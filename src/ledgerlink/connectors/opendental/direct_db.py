@@ -18,12 +18,13 @@ crash finds it instead of posting again. See docs/connectors/opendental.md.
 from __future__ import annotations
 
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from ledgerlink.clock import time_zone
 from ledgerlink.connectors.sandbox.connector import (
     DEFAULT_PAYMENT_TYPE_NAMES,
     SandboxConnector,
@@ -61,12 +62,7 @@ class DirectDbSettings(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ValueError, ZoneInfoNotFoundError):
-                raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+        return value if value is None else time_zone(value).key
 
     def opened_url(self, box: SecretBox | None) -> str:
         stored = self.database_url.get_secret_value().strip()

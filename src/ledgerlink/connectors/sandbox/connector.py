@@ -32,13 +32,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Final, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Engine, bindparam, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from ledgerlink.clock import time_zone
 from ledgerlink.connectors.base import (
     ConnectorLimits,
     PaymentEntry,
@@ -96,14 +97,7 @@ class SandboxSettings(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ValueError, ZoneInfoNotFoundError):
-                raise ValueError(
-                    f"unknown time zone {value!r} (use a name such as America/Chicago)"
-                ) from None
-        return value
+        return value if value is None else time_zone(value).key
 
     payment_type_names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PAYMENT_TYPE_NAMES))
     # Adjustment types (definition Category 1) for gross-plus-fee fee entries: a '+' type for the fee, a
