@@ -959,15 +959,26 @@ async def _decide_batch(
 async def _unconfirmed_reversals(
     session: AsyncSession, connection_id: int, original_ids: set[int]
 ) -> dict[int, set[int]]:
-    """Reversals whose last attempt may have reached the PMS, by the transaction id of their original."""
+    """Reversals whose last attempt may have reached the PMS, by the transaction id of their original.
+
+    Two small queries on purpose: the reversals of these originals (index on `original_id`), then their
+    writebacks on this connection (unique index on `transaction_id`). Joined in one statement, SQLite
+    walks the connection's pending writebacks instead, which is the whole backlog early in a long run.
+    """
     if not original_ids:
         return {}
+    reversal_of: dict[int, int] = {}
+    for txn_id, original_id in await session.execute(
+        select(TransactionRow.id, TransactionRow.original_id).where(
+            TransactionRow.original_id.in_(original_ids)
+        )
+    ):
+        if original_id is not None:
+            reversal_of[txn_id] = original_id
     rows = await session.execute(
-        select(TransactionRow.original_id, WritebackRow.id)
-        .join(TransactionRow, TransactionRow.id == WritebackRow.transaction_id)
-        .where(
+        select(WritebackRow.transaction_id, WritebackRow.id).where(
+            WritebackRow.transaction_id.in_(list(reversal_of)),
             WritebackRow.connection_id == connection_id,
-            TransactionRow.original_id.in_(original_ids),
             or_(
                 WritebackRow.status == IN_FLIGHT,
                 and_(WritebackRow.status.in_((PENDING, FAILED)), WritebackRow.uncertain.is_(True)),
@@ -975,9 +986,8 @@ async def _unconfirmed_reversals(
         )
     )
     found: dict[int, set[int]] = {}
-    for original_id, writeback_id in rows:
-        if original_id is not None:
-            found.setdefault(original_id, set()).add(writeback_id)
+    for txn_id, writeback_id in rows:
+        found.setdefault(reversal_of[txn_id], set()).add(writeback_id)
     return found
 
 
