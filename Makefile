@@ -29,7 +29,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.bench_sync && $(BIN)/python -m bench.bench_report && $(BIN)/python -m bench.bench_patient_import
+	$(BIN)/python -m bench.bench_sync && $(BIN)/python -m bench.bench_report && $(BIN)/python -m bench.bench_patient_import && $(BIN)/python -m bench.bench_opendental
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
