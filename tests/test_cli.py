@@ -160,3 +160,65 @@ def test_retry_and_clear_answer_per_id(cli: Cli) -> None:
     result = cli("writebacks", "retry", "1", "99999", expect=5)
     assert "99999: no such writeback" in result.stdout
     assert "only failed writebacks can be retried" in result.stdout
+
+
+def test_an_open_dental_connection_syncs_through_the_peer_served_by_the_cli(cli: Cli, tmp_path: Path) -> None:
+    """`ledgerlink od-peer` serves Open Dental's API; `connection add --kind opendental` stores the keys
+    sealed; a sync posts through the peer and the payment is in the peer's Open Dental database."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    office_db = tmp_path / "od.db"
+    peer = subprocess.Popen(
+        [EXE, "od-peer", "--database-url", f"sqlite:///{office_db}", "--port", str(port)],
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1"
+        for _ in range(100):
+            try:
+                httpx.get(
+                    f"{base}/definitions", params={"Category": 10}, headers={"Authorization": "ODFHIR d/c"}
+                )
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        from ledgerlink.opendental.office import OpenDentalOffice
+
+        office = OpenDentalOffice.open(f"sqlite:///{office_db}")
+        pat_num = office.add_patient("Doe", "Jane")
+        cli("practice", "create", "smile", "--timezone", "UTC")
+        cli(
+            "connection", "add", "--kind", "opendental",
+            "-s", f"base_url={base}", "-s", "developer_key=dev-key-1", "-s", "customer_key=cust-key-1",
+            "-s", "requests_per_second=50", "-s", "payment_type_names={\"terminal\": \"Credit Card\"}",
+        )  # fmt: skip
+        stored = sqlite3.connect(cli.data_dir / "ledgerlink.db").execute("SELECT settings FROM connections")
+        assert "cust-key-1" not in stored.fetchone()[0]  # sealed at rest
+        (tmp_path / "p.csv").write_text(
+            f"patient_id,first_name,last_name,account_number\np1,Jane,Doe,{pat_num}\n"
+        )
+        cli("patients", "import", str(tmp_path / "p.csv"))
+        now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 60))  # the practice is on UTC
+        (tmp_path / "t.csv").write_text(
+            f"reference,time,kind,payment_type,gross,fee,patient_id\nch_1,{now},sale,terminal,100.00,3.00,p1\n"
+        )
+        cli("transactions", "import", str(tmp_path / "t.csv"))
+
+        cli("sync")
+
+        [payment] = office.payments(pat_num=pat_num)
+        assert payment.amount_cents == 9700 and "[ll-wb-" in payment.pay_note
+        assert office.integrity_problems() == []
+        office.close()
+    finally:
+        peer.terminate()
+        peer.wait(10)
