@@ -98,3 +98,27 @@ async def test_unknown_account_number_is_reported_by_the_pms(db: Database, tmp_p
             wb is not None and wb.error_code == "INVALID_PATIENT_ID" and "999999" in (wb.error_message or "")
         )
     await pms.close()
+
+
+async def test_the_report_a_sync_returns_is_the_report_stored_for_its_run(
+    db: Database, tmp_path: Path
+) -> None:
+    from ledgerlink.engine.reports import run_report
+
+    practice, connection = await make_practice(db)
+    pms = sandbox(tmp_path)
+    patient = await add_patient(db, practice, connection, "p1", sandbox_patient(pms.office))
+    stranger = await add_patient(db, practice, connection, "p2", None)
+    await add_transaction(db, practice, "ch_1", gross=10000, fee=300, patient=patient)
+    await add_transaction(db, practice, "ch_2", gross=5000, fee=150, patient=stranger)
+    await add_transaction(db, practice, "dc_1", kind="decline", gross=2000, fee=0, patient=patient)
+    await run_sync(db, connection.id, pms)
+    await add_transaction(db, practice, "ch_3", gross=700, fee=20, patient=patient)
+
+    outcome = await run_sync(db, connection.id, pms)
+
+    assert outcome.run_id is not None
+    async with db.sessions() as session:
+        assert await run_report(session, outcome.run_id) == outcome.report
+    assert outcome.report.line(ReportCategory.ALREADY_PROCESSED).count == 2
+    await pms.close()

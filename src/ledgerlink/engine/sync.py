@@ -68,7 +68,6 @@ from ledgerlink.domain.rules import (
 from ledgerlink.domain.transactions import PaymentType, Transaction, TransactionKind
 from ledgerlink.engine import lease
 from ledgerlink.engine.rate_limit import RateLimiter
-from ledgerlink.engine.reports import run_report
 from ledgerlink.engine.retry_policy import IN_RUN_DELAYS, MAX_ATTEMPTS, next_attempt_at
 from ledgerlink.errors import SyncAlreadyRunning
 from ledgerlink.log import get_logger
@@ -249,18 +248,26 @@ class _Sync:
             await session.flush()
             self.run_id = run.id
             await enroll(session, self.connection, self.practice)
-            self.total = await _count_due(session, self.connection.id, utcnow())
+            if (
+                self.progress is not None
+            ):  # the total is for the progress bar only: not worth a query without one
+                self.total = await _count_due(session, self.connection.id, utcnow())
         self._report_progress()
         log.info("sync.started", run_id=self.run_id, connection_id=self.connection.id, due=self.total)
+        released = False
         try:
             await self._process_all()
+            # One transaction ends the run: its totals, its status and the lease. The report is built from
+            # the totals just stored rather than read back.
             async with self.db.sessions.begin() as session:
-                await _store_totals(session, self.run_id, self.connection.id, window_start)
+                totals = await _store_totals(session, self.run_id, self.connection.id, window_start)
                 await session.execute(
                     update(SyncRun)
                     .where(SyncRun.id == self.run_id)
                     .values(status="done", finished_at=utcnow())
                 )
+                await lease.release(session, self.connection.id, self.owner)
+            released = True
         except BaseException as exc:
             log.error("sync.failed", run_id=self.run_id, error=type(exc).__name__)
             async with self.db.sessions.begin() as session:
@@ -273,10 +280,10 @@ class _Sync:
                 )
             raise
         finally:
-            async with self.db.sessions.begin() as session:
-                await lease.release(session, self.connection.id, self.owner)
-        async with self.db.sessions() as session:
-            report = await run_report(session, self.run_id)
+            if not released:
+                async with self.db.sessions.begin() as session:
+                    await lease.release(session, self.connection.id, self.owner)
+        report = SyncReport.from_totals((k, c, t) for k, (c, t) in totals.items())
         log.info("sync.finished", run_id=self.run_id, written=self.done)
         return SyncOutcome(self.run_id, report, dry_run=False)
 
@@ -1054,7 +1061,9 @@ def _original_posting(item: _Item, row: tuple[Any, ...] | None) -> OriginalPosti
     return OriginalPosting(state, wid, pms_ref, amount, reversed_cents, fee_cents=fee)
 
 
-async def _store_totals(session: AsyncSession, run_id: int, connection_id: int, window_start: date) -> None:
+async def _store_totals(
+    session: AsyncSession, run_id: int, connection_id: int, window_start: date
+) -> dict[str, list[int]]:
     """Aggregate the run's report in SQL: what this run wrote, plus what it found already done in its window."""
     w = WritebackRow
     own = await session.execute(
@@ -1092,6 +1101,7 @@ async def _store_totals(session: AsyncSession, run_id: int, connection_id: int, 
             insert(SyncRunTotal),
             [{"run_id": run_id, "category": k, "count": c, "total_cents": t} for k, (c, t) in totals.items()],
         )
+    return totals
 
 
 async def _dry_run(
