@@ -609,7 +609,7 @@ async def test_a_full_refund_whose_note_was_never_set_is_found_and_marked(
     assert (put.method, put.path, put.body) == (
         "PUT",
         "/api/v1/payments/503",
-        {"PayNote": "Refund re_1 via ledgerlink [ll-wb-9]"},
+        {"PayNote": "Refund re_1 via ledgerlink (reverses PayNum 501) [ll-wb-9]"},
     )
     assert (
         await connector.find_write(_reversal("ll-wb-8", "501", 2500, full=False)) is None
@@ -747,6 +747,13 @@ class OdPractice:
         markers = Counter(m for p in self.payments() for m in MARKER.findall(p.pay_note))
         assert [m for m, n in markers.items() if n > 1] == [], "a writeback was posted twice"
         assert self.stats()["rate_limit_violations"] == 0
+        # A reversal is one negative payment on its original's patient, whose note names the original.
+        by_num = {p.pay_num: p for p in self.payments()}
+        for p in by_num.values():
+            linked = re.search(r"\(reverses PayNum (\d+)\)", p.pay_note)
+            if linked is not None:
+                original = by_num[int(linked.group(1))]
+                assert p.pay_amt < 0 < original.pay_amt and p.pat_num == original.pat_num
 
 
 @asynccontextmanager
@@ -873,7 +880,11 @@ async def test_e2e_full_refund_is_open_dentals_refund_with_the_note_put_on_it(
         _, refund = od.payments(pat_num)
         wb = await od.writeback("re_1")
         assert (refund.pay_amt, refund.pay_type, refund.payment_source) == (Decimal("-97.00"), 71, 0)
-        assert refund.pay_note == f"Refund re_1 via ledgerlink [{idempotency_key(wb.id)}]"
+        original = (await od.writeback("ch_1")).pms_ref
+        assert (
+            refund.pay_note
+            == f"Refund re_1 via ledgerlink (reverses PayNum {original}) [{idempotency_key(wb.id)}]"
+        )
         assert (wb.status, wb.pms_ref) == ("posted", str(refund.pay_num))
         assert report.line(ReportCategory.REFUNDS).total_cents == 9700
         assert od.office.paid_total(pat_num) == 0

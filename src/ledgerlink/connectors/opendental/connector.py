@@ -590,7 +590,7 @@ class OpenDentalConnector:
         return PmsWrite(str(refund.pay_num), refund.amount_cents)
 
     async def _negative_payment(self, original: _Payment, entry: ReversalEntry) -> _Payment:
-        note = f"{entry.note} {marker(entry.idempotency_key)}"
+        note = _reversal_note(entry)
         body = self._payment_body(
             original.pat_num, -entry.amount_cents, original.pay_type, entry.posting_date, note
         )
@@ -614,7 +614,7 @@ class OpenDentalConnector:
         refund = self._written(answer, "POST /payments/Refund")
         self._unmarked[entry.idempotency_key] = refund
         await self._after_write(refund, self._mark(refund, entry))
-        return replace(refund, note=f"{entry.note} {marker(entry.idempotency_key)}")
+        return replace(refund, note=_reversal_note(entry))
 
     async def _mark(self, refund: _Payment, entry: ReversalEntry) -> None:
         """Put the note and marker on a refund Open Dental created without one (research §9.5).
@@ -622,7 +622,7 @@ class OpenDentalConnector:
         A refusal is logged and accepted: the refund is written and its PayNum is recorded as posted, so
         exactly-once no longer depends on the marker; only the office loses the note.
         """
-        note = f"{entry.note} {marker(entry.idempotency_key)}"
+        note = _reversal_note(entry)
         try:
             await self.client.put(f"payments/{refund.pay_num}", {"PayNote": note})
         except OdAnswer as exc:
@@ -764,3 +764,9 @@ class OpenDentalConnector:
             await self.client.post(path, body)
         except OdAnswer as exc:
             raise PmsRejected(f"Open Dental refused the {path[:-1]}: {exc.message}") from None
+
+
+def _reversal_note(entry: ReversalEntry) -> str:
+    """A reversal's PayNote: what it is, the payment it reverses (Open Dental has no column linking a
+    refund to its original, so staff and checks read it here, as the sandbox writes it), and the marker."""
+    return f"{entry.note} (reverses PayNum {entry.original_pms_ref}) {marker(entry.idempotency_key)}"
