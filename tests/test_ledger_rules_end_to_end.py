@@ -631,9 +631,9 @@ async def test_flaky_pms_still_ends_with_exactly_one_posting_per_sale(
     await office.close_checking_the_ledger()
 
 
-class LosesReversalOutcomes:
-    """The sandbox, except that after committing a reversal the answer is lost and the PMS then goes down
-    for lookups: the reversal is in the PMS but ledgerlink cannot know it yet."""
+class PassThrough:
+    """The sandbox as it is; the wrappers below change one behaviour each (no real PMS loses answers on
+    demand, so these are the one place the tests stand in for the PMS)."""
 
     def __init__(self, inner: SandboxConnector) -> None:
         self.inner = inner
@@ -646,17 +646,28 @@ class LosesReversalOutcomes:
         return await self.inner.post_payments(entries)
 
     async def post_reversals(self, entries: Sequence[ReversalEntry]) -> Sequence[WriteResult]:
-        await self.inner.post_reversals(entries)
-        raise PmsOutcomeUnknown("connection reset after the request was sent")
+        return await self.inner.post_reversals(entries)
 
     async def find_write(self, entry: PaymentEntry | ReversalEntry) -> PmsWrite | None:
-        raise PmsUnavailable("PMS is down")
+        return await self.inner.find_write(entry)
 
     async def raise_alert(self, alert: PmsAlert) -> None:
         await self.inner.raise_alert(alert)
 
     async def close(self) -> None:
         """The wrapped sandbox is closed by its owner."""
+
+
+class LosesReversalOutcomes(PassThrough):
+    """After committing a reversal the answer is lost and the PMS then goes down for lookups: the
+    reversal is in the PMS but ledgerlink cannot know it yet."""
+
+    async def post_reversals(self, entries: Sequence[ReversalEntry]) -> Sequence[WriteResult]:
+        await self.inner.post_reversals(entries)
+        raise PmsOutcomeUnknown("connection reset after the request was sent")
+
+    async def find_write(self, entry: PaymentEntry | ReversalEntry) -> PmsWrite | None:
+        raise PmsUnavailable("PMS is down")
 
 
 async def test_second_refund_waits_for_an_uncertain_first_refund_of_the_same_payment(
@@ -699,32 +710,16 @@ async def test_uncertain_refund_is_found_on_the_original_patient_whatever_the_re
     await office.close_checking_the_ledger()
 
 
-class LosesPaymentOutcomes:
-    """The sandbox, except that after committing payments the answer is lost and lookups fail: the payments
-    are in the PMS but ledgerlink cannot know it yet."""
-
-    def __init__(self, inner: SandboxConnector) -> None:
-        self.inner = inner
-        self.limits = inner.limits
-
-    async def find_patient(self, account_number: str) -> PmsPatient | None:
-        return await self.inner.find_patient(account_number)
+class LosesPaymentOutcomes(PassThrough):
+    """After committing payments the answer is lost and lookups fail: the payments are in the PMS but
+    ledgerlink cannot know it yet."""
 
     async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:
         await self.inner.post_payments(entries)
         raise PmsOutcomeUnknown("connection reset after the request was sent")
 
-    async def post_reversals(self, entries: Sequence[ReversalEntry]) -> Sequence[WriteResult]:
-        return await self.inner.post_reversals(entries)
-
     async def find_write(self, entry: PaymentEntry | ReversalEntry) -> PmsWrite | None:
         raise PmsUnavailable("PMS is down")
-
-    async def raise_alert(self, alert: PmsAlert) -> None:
-        await self.inner.raise_alert(alert)
-
-    async def close(self) -> None:
-        """The wrapped sandbox is closed by its owner."""
 
 
 async def test_uncertain_payment_keeps_the_amount_it_was_attempted_with_when_the_settings_change(
@@ -822,11 +817,8 @@ async def test_a_refund_posted_by_hand_and_cleared_counts_as_reversed_when_the_p
     await office.close_checking_the_ledger()
 
 
-class RejectsReversals(LosesPaymentOutcomes):
-    """The sandbox, except that the PMS refuses every reversal (nothing is written)."""
-
-    async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:
-        return await self.inner.post_payments(entries)
+class RejectsReversals(PassThrough):
+    """The PMS refuses every reversal (nothing is written)."""
 
     async def post_reversals(self, entries: Sequence[ReversalEntry]) -> Sequence[WriteResult]:
         return [PmsRejected("refunds are locked for this period") for _ in entries]

@@ -248,9 +248,8 @@ class _Sync:
             await session.flush()
             self.run_id = run.id
             await enroll(session, self.connection, self.practice)
-            if (
-                self.progress is not None
-            ):  # the total is for the progress bar only: not worth a query without one
+            # The total is for the progress bar only: not worth a query without one.
+            if self.progress is not None:
                 self.total = await _count_due(session, self.connection.id, utcnow())
         self._report_progress()
         log.info("sync.started", run_id=self.run_id, connection_id=self.connection.id, due=self.total)

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ledgerlink.clock import time_zone
+from ledgerlink.connectors.opendental.settings import seal_settings
 from ledgerlink.connectors.sandbox.connector import (
     DEFAULT_PAYMENT_TYPE_NAMES,
     SandboxConnector,
@@ -66,10 +67,8 @@ class DirectDbSettings(BaseModel):
 
     def opened_url(self, box: SecretBox | None) -> str:
         stored = self.database_url.get_secret_value().strip()
-        if SecretBox.is_sealed(stored):
-            if box is None:
-                raise ValueError("database_url is sealed, and no secret box was given to open it")
-            stored = box.open(stored)
+        if box is not None:
+            stored = box.open(stored)  # a plain value comes back as it is
         try:
             backend = make_url(stored).get_backend_name()
         except ArgumentError:
@@ -87,11 +86,8 @@ class DirectDbSettings(BaseModel):
 
 
 def seal_direct_settings(raw: dict[str, Any], box: SecretBox) -> dict[str, Any]:
-    sealed = dict(raw)
-    value = sealed.get("database_url")
-    if isinstance(value, str) and value.strip():
-        sealed["database_url"] = box.seal(value.strip())
-    return sealed
+    """The direct mode's one secret is its database URL (it carries the password)."""
+    return seal_settings(raw, box, ("database_url",))
 
 
 class DirectDbConnector(SandboxConnector):

@@ -113,13 +113,16 @@ class OpenDentalSettings(BaseModel):
         return values[0], values[1]
 
 
-def seal_settings(raw: dict[str, Any], box: SecretBox) -> dict[str, Any]:
-    """A copy of raw connection settings with the API keys sealed, ready to be stored.
+def seal_settings(
+    raw: dict[str, Any], box: SecretBox, fields: tuple[str, ...] = SECRET_FIELDS
+) -> dict[str, Any]:
+    """A copy of raw connection settings with the secret `fields` (the API keys by default) sealed, ready
+    to be stored.
 
-    Keys are trimmed first: pasted keys often carry spaces (seed 002).
+    Values are trimmed first: pasted keys often carry spaces (seed 002).
     """
     sealed = dict(raw)
-    for name in SECRET_FIELDS:
+    for name in fields:
         value = sealed.get(name)
         if isinstance(value, str) and value.strip():
             sealed[name] = box.seal(value.strip())
