@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import or_, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.clock import utcnow
@@ -21,6 +23,7 @@ from ledgerlink.errors import SyncAlreadyRunning
 from ledgerlink.store.models import Connection
 
 LEASE_SECONDS = 120
+_C = cast(Table, Connection.__table__)
 
 
 def new_owner_id() -> str:
@@ -91,3 +94,56 @@ async def release(session: AsyncSession, connection_id: int, owner: str) -> None
         .values(sync_owner=None, sync_lease_until=None)
         .execution_options(synchronize_session=False)
     )
+
+
+async def acquire_many(session: AsyncSession, claims: Sequence[tuple[int, str]]) -> dict[int, str]:
+    """Take the leases of many connections at once, each `(connection_id, owner)`; commits nothing.
+
+    Returns each connection's holder after the attempt (absent: no such connection). Where the holder is
+    not the asking owner, the caller falls back to `acquire`, which frees a dead holder's lease or raises.
+    """
+    if not claims:
+        return {}
+    now = utcnow()
+    free = or_(_C.c.sync_owner.is_(None), _C.c.sync_lease_until < now, _C.c.sync_owner == bindparam("owner"))
+    connection = await session.connection()
+    await connection.execute(
+        update(_C)
+        .where(_C.c.id == bindparam("cid"), free)
+        .values(sync_owner=bindparam("owner"), sync_lease_until=now + timedelta(seconds=LEASE_SECONDS)),
+        [{"cid": cid, "owner": owner} for cid, owner in claims],
+    )
+    return await holders(session, [cid for cid, _ in claims])
+
+
+async def renew_many(session: AsyncSession, claims: Sequence[tuple[int, str]]) -> set[int]:
+    """Renew many leases; returns the connections whose lease the given owner no longer holds."""
+    if not claims:
+        return set()
+    connection = await session.connection()
+    await connection.execute(
+        update(_C)
+        .where(_C.c.id == bindparam("cid"), _C.c.sync_owner == bindparam("owner"))
+        .values(sync_lease_until=utcnow() + timedelta(seconds=LEASE_SECONDS)),
+        [{"cid": cid, "owner": owner} for cid, owner in claims],
+    )
+    held = await holders(session, [cid for cid, _ in claims])
+    return {cid for cid, owner in claims if held.get(cid) != owner}
+
+
+async def release_many(session: AsyncSession, claims: Sequence[tuple[int, str]]) -> None:
+    if not claims:
+        return
+    connection = await session.connection()
+    await connection.execute(
+        update(_C)
+        .where(_C.c.id == bindparam("cid"), _C.c.sync_owner == bindparam("owner"))
+        .values(sync_owner=None, sync_lease_until=None),
+        [{"cid": cid, "owner": owner} for cid, owner in claims],
+    )
+
+
+async def holders(session: AsyncSession, connection_ids: Sequence[int]) -> dict[int, str]:
+    connection = await session.connection()
+    rows = await connection.execute(select(_C.c.id, _C.c.sync_owner).where(_C.c.id.in_(connection_ids)))
+    return {cid: owner or "" for cid, owner in rows}

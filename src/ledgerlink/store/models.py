@@ -140,6 +140,8 @@ class Transaction(Base):
     __table_args__ = (
         UniqueConstraint("practice_id", "processor_ref"),
         Index("ix_transactions_local_date", "practice_id", "local_date"),
+        # Enrolment: a practice's transactions above a connection's `enrolled_through`, in id order.
+        Index("ix_transactions_practice_id", "practice_id", "id"),
         # The reversals of a payment: deciding one looks for its siblings still unconfirmed in the PMS.
         Index("ix_transactions_original_id", "original_id"),
     )
