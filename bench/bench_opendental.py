@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 from bench.common import fresh_postgres_database
+from ledgerlink import runtime
 from ledgerlink.connectors.opendental.client import shared_tls_context
 from ledgerlink.connectors.registry import open_connector, settings_to_store
 from ledgerlink.engine.sync import run_sync
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args(argv)
-    figures = asyncio.run(bench(args))
+    figures = runtime.run(bench(args))
     if args.json:
         print(json.dumps(figures))
     else:

@@ -1,10 +1,14 @@
-"""One sync of one connection in a process of its own, so that crash tests can kill a sync for real.
+"""Syncs in a process of their own, so that crash tests can kill a sync for real.
 
-Usage: python crash_worker.py DATABASE_URL CONNECTION_ID
+Usage: python crash_worker.py DATABASE_URL CONNECTION_ID [CONNECTION_ID ...]
+
+With several connections, their syncs run at once in one event loop (sharing their store transactions,
+as a worker serving many offices does).
 
 The connector is built from the connection's stored settings, so a test arms the sandbox's
 `crash_after_writes` or `latency_ms` by writing them into `connections.settings` first. On success the
-run's report is printed as one JSON object (category -> [count, total_cents]) and the exit code is 0.
+run's report is printed as one JSON object per connection, a line each (category -> [count, total_cents]),
+and the exit code is 0.
 """
 
 from __future__ import annotations
@@ -38,10 +42,14 @@ async def sync_once(url: str, connection_id: int) -> dict[str, list[int]]:
     return {line.category.value: [line.count, line.total_cents] for line in outcome.report.lines}
 
 
+async def sync_all(url: str, connection_ids: list[int]) -> list[dict[str, list[int]]]:
+    return list(await asyncio.gather(*(sync_once(url, connection_id) for connection_id in connection_ids)))
+
+
 def main(argv: list[str]) -> int:
-    url, connection_id = argv[1], int(argv[2])
-    report = asyncio.run(sync_once(url, connection_id))
-    print(json.dumps(report))
+    url, connection_ids = argv[1], [int(arg) for arg in argv[2:]]
+    for report in asyncio.run(sync_all(url, connection_ids)):
+        print(json.dumps(report))
     return 0
 
 

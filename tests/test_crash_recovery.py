@@ -77,9 +77,11 @@ class Office:
         )
 
 
-async def open_office(db: Database, tmp_path: Path, *, patients: int, **settings: object) -> Office:
-    practice, connection = await make_practice(db)
-    pms_path = tmp_path / "pms.db"
+async def open_office(
+    db: Database, tmp_path: Path, *, patients: int, slug: str = "smile", **settings: object
+) -> Office:
+    practice, connection = await make_practice(db, slug=slug)
+    pms_path = tmp_path / ("pms.db" if slug == "smile" else f"pms-{slug}.db")
     await change_settings(db, connection.id, path=str(pms_path), **settings)
     pms_office = open_sandbox_office(f"sqlite:///{pms_path}")
     office = Office(db, practice, connection.id, pms_path, [])
@@ -106,12 +108,13 @@ async def change_settings(db: Database, connection_id: int, **changes: object) -
 # --- running syncs ----------------------------------------------------------------------------------------
 
 
-async def start_worker(office: Office, cwd: Path) -> asyncio.subprocess.Process:
+async def start_worker(office: Office, cwd: Path, *more: Office) -> asyncio.subprocess.Process:
+    """A worker syncing `office` (and `more`, all at once in one process)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         str(WORKER),
         office.db.url,
-        str(office.connection_id),
+        *(str(o.connection_id) for o in (office, *more)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=cwd,
@@ -127,7 +130,7 @@ class WorkerResult:
 
     def report(self) -> SyncReport:
         assert self.returncode == 0, self.stderr
-        totals = json.loads(self.stdout)
+        totals = json.loads(self.stdout.splitlines()[0])
         return SyncReport.from_totals((k, c, t) for k, (c, t) in totals.items())
 
 
@@ -431,6 +434,40 @@ async def test_sync_killed_from_outside_mid_run_posts_every_sale_exactly_once(
     report = (await sync_here(office)).report
     assert line(report, ReportCategory.SALES) == (sales, sum(office.net_by_ref.values()))
     await assert_exactly_once(office)
+
+
+async def test_worker_syncing_many_offices_killed_mid_run_posts_every_sale_exactly_once(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Four offices synced at once in one process share their store transactions (group commit); a kill
+    at any moment leaves each office's writes recoverable on its own."""
+    sales = 60
+    offices = [
+        await open_office(sqlite_db, tmp_path, patients=5, slug=f"office{n}", batch_size=1, latency_ms=5)
+        for n in range(4)
+    ]
+    for office in offices:
+        await office.add_sales(sales)
+    process = await start_worker(offices[0], tmp_path, *offices[1:])
+    try:
+        await wait_until(
+            lambda: all(len(pms_payments(o.pms_path)) > 0 for o in offices), "every office's first payment"
+        )
+        await asyncio.sleep(0.05)
+    finally:
+        if process.returncode is None:
+            os.kill(process.pid, signal.SIGKILL)
+        killed = await finish_worker(process)
+    assert killed.returncode == KILLED
+    written = [len(pms_payments(o.pms_path)) for o in offices]
+    assert all(0 < n < sales for n in written), written
+
+    for office in offices:
+        await change_settings(sqlite_db, office.connection_id, latency_ms=None)
+    for office in offices:
+        report = (await sync_here(office)).report
+        assert line(report, ReportCategory.SALES) == (sales, sum(office.net_by_ref.values()))
+        await assert_exactly_once(office)
 
 
 # --- 3. killed while refunds and voids are being written --------------------------------------------------

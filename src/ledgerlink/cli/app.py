@@ -7,7 +7,6 @@ Exit codes: 0 success; 1 unexpected error; 2 bad input (the message says what an
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ledgerlink import runtime
 from ledgerlink.cli.render import report_csv, report_json, report_table, writebacks_table
 from ledgerlink.connectors.opendental.direct_db import WARNING as DIRECT_DB_WARNING
 from ledgerlink.connectors.registry import is_direct_db, open_connector, settings_to_store
@@ -93,7 +93,7 @@ def run(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
             await db.close()
 
     try:
-        return asyncio.run(main())
+        return runtime.run(main())
     except LedgerlinkError as exc:
         where = f" ({exc.field})" if exc.field else ""
         err.print(f"[bold red]error{where}:[/] {exc.message}")

@@ -4,11 +4,12 @@ refund's original before the writeback rules decide what to write."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, func, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.clock import utcnow
@@ -75,36 +76,75 @@ async def count_due(session: AsyncSession, connection_id: int, now: datetime) ->
 
 
 async def claim(session: AsyncSession, connection_id: int, after_id: int, limit: int) -> list[Item]:
-    """The next `limit` due writebacks after `after_id`, in id order.
+    """The next `limit` due writebacks of one connection after `after_id`, in id order."""
+    return (await claim_many(session, [(connection_id, after_id)], limit))[connection_id]
 
-    One query per due status: with `status IN (...)` the due index cannot hand rows over in id order, so
-    SQLite (and PostgreSQL before 17) would join and sort every remaining due row on each claim, which makes
-    a long backlog quadratic. Per status, the index walks in id order and stops after `limit` rows.
+
+CLAIMS_PER_STATEMENT = 32
+"""Connections claimed by one statement (two `UNION ALL` terms each; SQLite allows 500). Compiling a
+statement costs about 5 ms a term, once per process and size; larger statements gain little after that."""
+
+
+async def claim_many(
+    session: AsyncSession, cursors: Sequence[tuple[int, int]], limit: int
+) -> dict[int, list[Item]]:
+    """For each `(connection_id, after_id)`, the next `limit` due writebacks after `after_id`, in id order.
+
+    One term per connection and due status, each limited on its own, joined by `UNION ALL` into one
+    statement for many connections: with `status IN (...)` the due index cannot hand rows over in id order,
+    so SQLite (and PostgreSQL before 17) would join and sort every remaining due row on each claim, which
+    makes a long backlog quadratic. Per status, the index walks in id order and stops after `limit` rows.
     """
     now = utcnow()
-    items: list[Item] = []
-    for status in DUE_STATUSES:
-        items.extend(await _claim_status(session, connection_id, status, now, after_id, limit))
-    items.sort(key=lambda item: item.writeback_id)
-    return items[:limit]
+    claimed: dict[int, list[Item]] = {connection_id: [] for connection_id, _ in cursors}
+    connection = await session.connection()  # Core rows: the ORM adds nothing to plain columns but cost
+    for start in range(0, len(cursors), CLAIMS_PER_STATEMENT):
+        chunk = cursors[start : start + CLAIMS_PER_STATEMENT]
+        size = _claim_size(len(chunk))
+        params: dict[str, Any] = {"now": now, "lim": limit}
+        for k in range(size):
+            connection_id, after_id = chunk[k] if k < len(chunk) else (0, 0)  # padding: no connection 0
+            params[f"c{k}"] = connection_id
+            params[f"a{k}"] = after_id
+        for row in await connection.execute(_claim_statement(size), params):
+            claimed[row[18]].append(_item(row))
+    for items in claimed.values():
+        items.sort(key=lambda item: item.writeback_id)
+        del items[limit:]
+    return claimed
 
 
-async def _claim_status(
-    session: AsyncSession, connection_id: int, status: str, now: datetime, after_id: int, limit: int
-) -> list[Item]:
+def _claim_size(n: int) -> int:
+    """`n` rounded up to a power of two: a handful of statement shapes serve every batch size."""
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, CLAIMS_PER_STATEMENT)
+
+
+@functools.cache
+def _claim_statement(size: int) -> Any:
+    """The claim for `size` connections, built once per size. Building a statement of hundreds of terms
+    and deriving its cache key cost more than running it; a statement object keeps its key once derived."""
+    terms = [select(_due_query(k, status).subquery()) for k in range(size) for status in DUE_STATUSES]
+    return terms[0] if len(terms) == 1 else union_all(*terms)
+
+
+def _due_query(k: int, status: str) -> Select[*tuple[Any, ...]]:
+    """Term `k`: the due writebacks of one status of connection `:c{k}` after id `:a{k}`."""
     t = TransactionRow
     w = WritebackRow
-    query = (
+    return (
         select(
             w.id,
             w.status,
             w.uncertain,
             w.attempts,
-            t.id,
+            t.id.label("transaction_id"),
             t.kind,
             t.payment_type,
             t.gross_cents,
-            t.fee_cents,
+            t.fee_cents.label("transaction_fee_cents"),
             t.net_cents,
             t.occurred_at,
             t.processor_ref,
@@ -114,44 +154,43 @@ async def _claim_status(
             w.amount_cents,
             w.fee_cents,
             w.posting_date,
+            w.connection_id,
         )
         .join(t, t.id == w.transaction_id)
         .outerjoin(
             PatientAccount,
             and_(PatientAccount.patient_id == t.patient_id, PatientAccount.connection_id == w.connection_id),
         )
-        .where(due_filter(connection_id, now, (status,)), w.id > after_id)
+        .where(
+            w.connection_id == bindparam(f"c{k}"),
+            w.status == status,
+            or_(
+                w.next_attempt_at.is_(None),
+                w.next_attempt_at <= bindparam("now", type_=w.next_attempt_at.type),
+            ),
+            w.id > bindparam(f"a{k}"),
+        )
         .order_by(w.id)
-        .limit(limit)
+        .limit(bindparam("lim", type_=Integer))
     )
-    items = []
-    connection = await session.connection()  # Core rows: the ORM adds nothing to plain columns but cost
-    for row in await connection.execute(query):
-        txn = Transaction(
-            id=row[4],
-            kind=TransactionKind(row[5]),
-            payment_type=PaymentType(row[6]),
-            gross_cents=row[7],
-            fee_cents=row[8],
-            net_cents=row[9],
-            occurred_at=row[10],
-            processor_ref=row[11],
-            original_id=row[12],
-        )
-        account = row[14].strip() if row[14] else None
-        items.append(
-            Item(
-                row[0],
-                row[1],
-                bool(row[2]),
-                row[3],
-                txn,
-                account or None,
-                row[13],
-                (row[15], row[16], row[17]),
-            )
-        )
-    return items
+
+
+def _item(row: Any) -> Item:
+    txn = Transaction(
+        id=row[4],
+        kind=TransactionKind(row[5]),
+        payment_type=PaymentType(row[6]),
+        gross_cents=row[7],
+        fee_cents=row[8],
+        net_cents=row[9],
+        occurred_at=row[10],
+        processor_ref=row[11],
+        original_id=row[12],
+    )
+    account = row[14].strip() if row[14] else None
+    return Item(
+        row[0], row[1], bool(row[2]), row[3], txn, account or None, row[13], (row[15], row[16], row[17])
+    )
 
 
 async def decide_batch(

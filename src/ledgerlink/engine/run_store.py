@@ -37,7 +37,7 @@ from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.domain.report import ReportCategory
 from ledgerlink.domain.rules import WritebackRules
 from ledgerlink.engine import lease
-from ledgerlink.engine.claims import claim, count_due, decide_batch, new_alerts
+from ledgerlink.engine.claims import claim_many, count_due, decide_batch, new_alerts
 from ledgerlink.engine.coalesce import Coalescer
 from ledgerlink.engine.work import (
     CLAIM_BATCH,
@@ -51,11 +51,12 @@ from ledgerlink.engine.work import (
     WB,
     BatchResult,
     Item,
+    default_window_start,
     stored_value,
 )
 from ledgerlink.errors import SyncAlreadyRunning
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import Alert, Connection, SyncRun, SyncRunTotal
+from ledgerlink.store.models import Alert, Connection, Practice, SyncRun, SyncRunTotal
 from ledgerlink.store.models import Transaction as TransactionRow
 from ledgerlink.store.models import Writeback as WritebackRow
 
@@ -71,7 +72,7 @@ class StartRequest:
     connection_id: int
     owner: str
     trigger: str
-    window_start: date
+    since: date | None  # the report's first local date; None for the practice's yesterday
     count_due: bool  # only a progress bar needs the number due; not worth a query otherwise
 
 
@@ -79,6 +80,9 @@ class StartRequest:
 class Started:
     run_id: int
     due: int
+    connection: Connection
+    practice: Practice
+    window_start: date
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +153,17 @@ class SyncStore:
         results: list[Started | BaseException | None] = [None] * len(requests)
         async with self.db.sessions.begin() as session:
             now = utcnow()
-            holders = await lease.acquire_many(session, [(r.connection_id, r.owner) for r in requests])
+            rows = await session.execute(
+                select(Connection, Practice)
+                .join(Practice, Practice.id == Connection.practice_id)
+                .where(Connection.id.in_({r.connection_id for r in requests}))
+            )
+            found = {connection.id: (connection, practice) for connection, practice in rows}
+            holders = await lease.acquire_many(
+                session, [(r.connection_id, r.owner) for r in requests if r.connection_id in found]
+            )
             live: list[int] = []
+            windows: dict[int, date] = {}
             for i, request in enumerate(requests):
                 holder = holders.get(request.connection_id)
                 if holder is None:
@@ -163,6 +176,8 @@ class SyncStore:
                         results[i] = exc
                         continue
                 live.append(i)
+                timezone = found[request.connection_id][1].timezone
+                windows[i] = request.since or default_window_start(timezone)
             if live:
                 connection = await session.connection()
                 ids = [requests[i].connection_id for i in live]
@@ -180,7 +195,7 @@ class SyncStore:
                             "trigger": requests[i].trigger,
                             "status": "running",
                             "dry_run": False,
-                            "since_date": requests[i].window_start,
+                            "since_date": windows[i],
                             "started_at": now,
                         }
                         for i in live
@@ -191,7 +206,8 @@ class SyncStore:
                 for i, run_id in zip(live, run_ids, strict=True):
                     request = requests[i]
                     due = await count_due(session, request.connection_id, now) if request.count_due else 0
-                    results[i] = Started(run_id, due)
+                    connection_row, practice = found[request.connection_id]
+                    results[i] = Started(run_id, due, connection_row, practice, windows[i])
         return [r if r is not None else RuntimeError("not started") for r in results]
 
     # --- claim ----------------------------------------------------------------------------------------
@@ -203,6 +219,8 @@ class SyncStore:
             lost = await lease.renew_many(
                 session, [(r.connection_id, r.owner) for r in requests if r.renew_lease]
             )
+            live = [r for r in requests if r.connection_id not in lost]
+            claimed = await claim_many(session, [(r.connection_id, r.after_id) for r in live], CLAIM_BATCH)
             for request in requests:
                 if request.connection_id in lost:
                     results.append(
@@ -212,7 +230,7 @@ class SyncStore:
                         )
                     )
                     continue
-                items = await claim(session, request.connection_id, request.after_id, CLAIM_BATCH)
+                items = claimed[request.connection_id]
                 await decide_batch(session, request.connection_id, request.rules, items)
                 results.append(items)
         return results
@@ -362,7 +380,7 @@ class SyncStore:
         return [totals[r.run_id] for r in requests]
 
 
-async def enroll_many(session: AsyncSession, connection_ids: Sequence[int]) -> int:
+async def enroll_many(session: AsyncSession, connection_ids: Sequence[int]) -> None:
     """Give every transaction that is new to these connections (of their practice) a pending writeback.
 
     One statement for all: the transactions above each connection's `enrolled_through` up to the newest
@@ -370,7 +388,7 @@ async def enroll_many(session: AsyncSession, connection_ids: Sequence[int]) -> i
     """
     high = await session.scalar(select(func.max(TransactionRow.id)))
     if high is None:
-        return 0
+        return
     t = TransactionRow
     c = Connection
     now = utcnow()
@@ -406,14 +424,13 @@ async def enroll_many(session: AsyncSession, connection_ids: Sequence[int]) -> i
         "created_at",
         "updated_at",
     ]
-    result = await session.execute(insert(WritebackRow).from_select(columns, source))
-    await session.execute(
-        update(Connection)
-        .where(Connection.id.in_(connection_ids), Connection.enrolled_through < high)
+    connection = await session.connection()
+    await connection.execute(insert(WB).from_select(columns, source))
+    await connection.execute(
+        update(_CONNECTIONS)
+        .where(_CONNECTIONS.c.id.in_(connection_ids), _CONNECTIONS.c.enrolled_through < high)
         .values(enrolled_through=high)
-        .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def store_totals(session: AsyncSession, requests: Sequence[FinishRequest]) -> dict[int, Totals]:

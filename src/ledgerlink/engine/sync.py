@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,6 +60,7 @@ from ledgerlink.engine.work import (
     BatchResult,
     Item,
     Outcome,
+    default_window_start,
     stored_value,
 )
 from ledgerlink.errors import SyncAlreadyRunning
@@ -78,12 +78,6 @@ _FAILURE_CATEGORIES = {
     # Left to staff by design (a task says what to enter): reported with what waits for a person.
     LoadErrorCode.HELD_FOR_STAFF: ReportCategory.HELD_FOR_MANUAL,
 }
-
-
-def default_window_start(timezone: str) -> date:
-    """Reports cover yesterday and today (practice-local) by default, so a morning sync shows last
-    evening's payments and a second sync the same day shows the first one's as Already Processed."""
-    return utcnow().astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
 
 
 def idempotency_key(writeback_id: int) -> str:
@@ -119,34 +113,33 @@ async def run_sync(
     `since` is the first local date the report covers (default: the practice's yesterday); earlier
     transactions that are due (retries, late arrivals) are still written.
     """
-    async with db.sessions() as session:
-        connection = await session.get(Connection, connection_id)
-        if connection is None:
-            raise LookupError(f"connection {connection_id} does not exist")
-        practice = await session.get(Practice, connection.practice_id)
-        assert practice is not None
-    rules = rules_for(connection, practice)
-    window_start = since or default_window_start(practice.timezone)
     if dry_run:
-        return await _dry_run(db, connection, practice, rules, window_start)
-    sync = _Sync(db, connection, practice, rules, connector, progress)
-    return await sync.run(window_start, trigger)
+        async with db.sessions() as session:
+            connection = await session.get(Connection, connection_id)
+            if connection is None:
+                raise LookupError(f"connection {connection_id} does not exist")
+            practice = await session.get(Practice, connection.practice_id)
+            assert practice is not None
+        window_start = since or default_window_start(practice.timezone)
+        return await _dry_run(db, connection, practice, rules_for(connection, practice), window_start)
+    # The connection and its practice are read by the run's first store step, with everyone else's.
+    return await _Sync(db, connection_id, connector, progress).run(since, trigger)
 
 
 class _Sync:
+    connection: Connection  # these three are known once the run has started
+    practice: Practice
+    rules: WritebackRules
+
     def __init__(
         self,
         db: Database,
-        connection: Connection,
-        practice: Practice,
-        rules: WritebackRules,
+        connection_id: int,
         connector: PmsConnector,
         progress: Callable[[SyncProgress], None] | None,
     ) -> None:
         self.db = db
-        self.connection = connection
-        self.practice = practice
-        self.rules = rules
+        self.connection_id = connection_id
         self.connector = connector
         self.progress = progress
         self.store = SyncStore.of(db)
@@ -158,15 +151,18 @@ class _Sync:
         self.done = 0
         self.total = 0
 
-    async def run(self, window_start: date, trigger: str) -> SyncOutcome:
+    async def run(self, since: date | None, trigger: str) -> SyncOutcome:
         started = await self.store.start.submit(
-            StartRequest(self.connection.id, self.owner, trigger, window_start, self.progress is not None)
+            StartRequest(self.connection_id, self.owner, trigger, since, self.progress is not None)
         )
         self.run_id, self.total = started.run_id, started.due
+        self.connection, self.practice = started.connection, started.practice
+        window_start = started.window_start
         self.lease_renewed_at = utcnow()
         self._report_progress()
         log.info("sync.started", run_id=self.run_id, connection_id=self.connection.id, due=self.total)
         try:
+            self.rules = rules_for(self.connection, self.practice)
             await self._process_all()
             # One transaction ends the run: its totals, its status and the lease. The report is built from
             # the totals just stored rather than read back.
@@ -396,9 +392,8 @@ class _Sync:
             await self._keep_lease()
             try:
                 await self.limiter.wait()
-                found = await asyncio.wait_for(
-                    self.connector.find_write(self._entry(item)), self.call_timeout
-                )
+                async with asyncio.timeout(self.call_timeout):
+                    found = await self.connector.find_write(self._entry(item))
             except (PmsError, TimeoutError):
                 held.append(item)
                 continue
@@ -420,7 +415,8 @@ class _Sync:
             else:
                 reversals = [self._reversal_entry(item) for item in chunk]
                 call = self.connector.post_reversals(reversals)
-            return await asyncio.wait_for(call, self.call_timeout)
+            async with asyncio.timeout(self.call_timeout):  # no task per call, unlike wait_for
+                return await call
         except TimeoutError:
             raise PmsOutcomeUnknown(f"the PMS did not answer within {self.call_timeout:.0f} s") from None
 
@@ -509,7 +505,8 @@ class _Sync:
             )
             try:
                 await self.limiter.wait()
-                await asyncio.wait_for(self.connector.raise_alert(alert), self.call_timeout)
+                async with asyncio.timeout(self.call_timeout):
+                    await self.connector.raise_alert(alert)
             except (PmsError, TimeoutError):
                 continue
             async with self.db.sessions.begin() as session:

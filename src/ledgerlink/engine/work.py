@@ -5,12 +5,14 @@ batched store steps (run_store.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Column, Table
 from sqlalchemy.types import NullType, TypeDecorator
 
+from ledgerlink.clock import utcnow
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.domain.rules import Decision
 from ledgerlink.domain.transactions import Transaction
@@ -37,6 +39,12 @@ POSTED = WritebackStatus.POSTED.value
 FAILED = WritebackStatus.FAILED.value
 SKIPPED = WritebackStatus.SKIPPED.value
 CLEARED = WritebackStatus.CLEARED.value
+
+
+def default_window_start(timezone: str) -> date:
+    """Reports cover yesterday and today (practice-local) by default, so a morning sync shows last
+    evening's payments and a second sync the same day shows the first one's as Already Processed."""
+    return utcnow().astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
 
 
 def stored_value(db: Database, column: Column[Any], value: Any) -> Any:

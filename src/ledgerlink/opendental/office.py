@@ -1303,7 +1303,7 @@ def split_sql(script: str) -> list[str]:
 
 
 def _create_engine(url: str) -> Engine:
-    """A sync engine: sqlite3 in WAL mode, or pymysql with a pool sized for the peer's thread pool (~40)."""
+    """A sync engine: sqlite3 in WAL mode or pymysql, with a pool sized for the peer's thread pool (~40)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -1312,8 +1312,10 @@ def _create_engine(url: str) -> Engine:
         engine = create_engine(
             parsed,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=10,
-            max_overflow=40,
+            # As many kept connections as the peer has threads: an overflow connection is closed when
+            # returned, so a smaller pool would open a connection per request under load.
+            pool_size=40,
+            max_overflow=10,
         )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
