@@ -36,7 +36,7 @@ import pytest
 
 from ledgerlink.opendental.office import OpenDentalOffice
 from ledgerlink.opendental.peer import Faults, PeerConfig, create_app
-from ledgerlink.opendental.peer.server import running_app
+from ledgerlink.serving import running_app
 
 
 class StatsReader(Protocol):

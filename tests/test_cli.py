@@ -222,3 +222,48 @@ def test_an_open_dental_connection_syncs_through_the_peer_served_by_the_cli(cli:
     finally:
         peer.terminate()
         peer.wait(10)
+
+
+def test_serve_takes_transactions_with_a_token_the_cli_issued_and_refuses_it_once_revoked(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`ledgerlink serve` on a fresh data directory (initialised on start), `token create` shows the token
+    once, the API stores a transaction with it, and after `token revoke` the same token gets 401."""
+    import socket
+    import time
+
+    import httpx
+
+    cli("practice", "create", "smile", "--timezone", "UTC")
+    token = cli("token", "create", "--name", "payment platform").stdout.strip()
+    assert token.startswith("ll_")
+    prefix = token.split("_")[1]
+    assert prefix in cli("token", "list").stdout and token not in cli("token", "list").stdout
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [EXE, "serve", "--port", str(port)], env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/v1/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        sale = {"reference": "ch_1", "time": "2026-12-01T10:00:00Z", "kind": "sale", "payment_type": "terminal",
+                "gross": "80.00", "patient_id": "p1"}  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}"}
+        answer = httpx.post(f"{base}/v1/transactions", json=sale, headers=headers)
+        assert answer.status_code == 201, answer.text
+        cli("token", "revoke", prefix)
+        refused = httpx.post(f"{base}/v1/transactions", json=sale, headers=headers)
+        assert refused.status_code == 401
+        assert cli("token", "revoke", "nosuch", expect=3).stderr.count("no token") == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    stored = sqlite3.connect(cli.data_dir / "ledgerlink.db").execute("SELECT processor_ref FROM transactions")
+    assert [r[0] for r in stored] == ["ch_1"]

@@ -27,7 +27,7 @@ from ledgerlink.domain.report import ReportCategory
 from ledgerlink.engine.operations import clear_writebacks, list_writebacks, retry_writebacks
 from ledgerlink.engine.reports import range_report, run_report
 from ledgerlink.engine.sync import SyncOutcome, SyncProgress, run_sync
-from ledgerlink.errors import InvalidInput, LedgerlinkError
+from ledgerlink.errors import InvalidInput, LedgerlinkError, NotFound
 from ledgerlink.log import configure_logging
 from ledgerlink.practices import (
     add_connection,
@@ -51,11 +51,13 @@ connection_app = typer.Typer(help="PMS connections and their writeback rules.", 
 patients_app = typer.Typer(help="Patients and their PMS account numbers.", no_args_is_help=True)
 transactions_app = typer.Typer(help="Transactions from the payment platform.", no_args_is_help=True)
 writebacks_app = typer.Typer(help="Writebacks: list, Retry, Clear.", no_args_is_help=True)
+token_app = typer.Typer(help="Staff API tokens for the HTTP API.", no_args_is_help=True)
 app.add_typer(practice_app, name="practice")
 app.add_typer(connection_app, name="connection")
 app.add_typer(patients_app, name="patients")
 app.add_typer(transactions_app, name="transactions")
 app.add_typer(writebacks_app, name="writebacks")
+app.add_typer(token_app, name="token")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -632,6 +634,92 @@ class _progress:  # lower-case: used like a function, `with _progress(...) as ad
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="What the token is for, e.g. 'payment platform'.")
+    ],
+    practice: PracticeOpt = None,
+) -> None:
+    """Create a staff API token for a practice. It is shown once: store it now."""
+
+    async def work(db: Database, _: Settings) -> None:
+        from ledgerlink.tokens import issue_token
+
+        async with db.sessions.begin() as session:
+            p = await resolve_practice(session, practice)
+            issued = await issue_token(session, p, name, actor=ACTOR)
+        out.print(issued.plain, highlight=False)
+        err.print(f"API token {issued.token.prefix} for {p.slug}: shown once, keep it somewhere safe")
+
+    run(work)
+
+
+@token_app.command("list")
+def token_list(practice: PracticeOpt = None) -> None:
+    """List a practice's tokens (their public prefix, never the secret)."""
+
+    async def work(db: Database, _: Settings) -> None:
+        from sqlalchemy import select
+
+        from ledgerlink.store.models import ApiToken
+
+        async with db.sessions() as session:
+            p = await resolve_practice(session, practice)
+            tokens = await session.scalars(select(ApiToken).where(ApiToken.practice_id == p.id))
+            for t in tokens:
+                state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+                out.print(f"{t.prefix}\t{t.name}\tcreated {t.created_at:%Y-%m-%d}\t{state}")
+
+    run(work)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    prefix: Annotated[str, typer.Argument(help="The token's prefix (the part after ll_).")],
+    practice: PracticeOpt = None,
+) -> None:
+    """Revoke a token at once: requests made with it are refused from now on."""
+
+    async def work(db: Database, _: Settings) -> None:
+        from sqlalchemy import select
+
+        from ledgerlink.store.models import ApiToken
+        from ledgerlink.tokens import revoke_token
+
+        async with db.sessions.begin() as session:
+            p = await resolve_practice(session, practice)
+            token = await session.scalar(
+                select(ApiToken).where(ApiToken.practice_id == p.id, ApiToken.prefix == prefix.strip())
+            )
+            if token is None:
+                raise NotFound(
+                    f"{p.slug} has no token {prefix!r} (see: ledgerlink token list)", field="prefix"
+                )
+            await revoke_token(session, token, actor=ACTOR)
+        out.print(f"revoked token {prefix}")
+
+    run(work)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+) -> None:
+    """Serve the HTTP API (docs/api.md; OpenAPI at /openapi.json, browsable at /docs). A new data
+    directory is initialised on start."""
+    import uvicorn
+
+    from ledgerlink.api.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    err.print(f"ledgerlink API on http://{host}:{port}/v1 (OpenAPI: /openapi.json)")
+    uvicorn.run(create_app(settings.resolved_database_url), host=host, port=port, log_level="warning")
 
 
 @app.command("od-peer")

@@ -28,13 +28,21 @@ from ledgerlink.sources.transaction_rows import (
     ExportFile,
     ImportFileError,
     ParsedTransaction,
+    RawRow,
     RowError,
     parse_row,
+    raw_row_from_object,
 )
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import Patient, Practice, Transaction
 
-__all__ = ["ImportFileError", "RowError", "TransactionImportResult", "import_transactions"]
+__all__ = [
+    "ImportFileError",
+    "RowError",
+    "TransactionImportResult",
+    "import_transactions",
+    "ingest_objects",
+]
 
 CHUNK_ROWS = 5_000
 """Rows read, checked and written together: one lookup query and one bulk insert per chunk."""
@@ -124,6 +132,23 @@ async def import_transactions(
     return run.result()
 
 
+async def ingest_objects(
+    conn: AsyncConnection, practice: Practice, objects: Sequence[object], *, source: str = "api"
+) -> TransactionImportResult:
+    """Store transactions given as JSON objects (the fields of a JSON lines export), all or none.
+
+    Works inside the caller's transaction on `conn` and commits nothing: the HTTP API stores its
+    idempotency record in the same transaction. Row numbers in the errors are the objects' positions,
+    counted from 0. When `applied` is False, rows may have been written: the caller rolls back.
+    """
+    run = _ImportRun(practice.id, ZoneInfo(practice.timezone), source, import_valid_rows=False)
+    parsed = run.check([raw_row_from_object(n, value) for n, value in enumerate(objects)])
+    if run.applied:
+        await run.store_chunk(conn, parsed)
+        await run.finish(conn)
+    return run.result()
+
+
 @dataclass(frozen=True, slots=True)
 class _Stored:
     id: int
@@ -169,6 +194,10 @@ class _ImportRun:
         The errors are kept. Runs in a worker thread, beside the writing of the previous chunk.
         """
         raw_rows = export.read(CHUNK_ROWS)
+        return len(raw_rows), self.check(raw_rows)
+
+    def check(self, raw_rows: Sequence[RawRow]) -> list[ParsedTransaction]:
+        """The valid rows among `raw_rows`, in order; the errors are kept."""
         self.rows += len(raw_rows)
         parsed: list[ParsedTransaction] = []
         for raw in raw_rows:
@@ -190,7 +219,7 @@ class _ImportRun:
             if outcome.kind is not TransactionKind.SALE:
                 self._non_sale_kinds[outcome.reference] = outcome.kind.value
             parsed.append(outcome)
-        return len(raw_rows), parsed
+        return parsed
 
     async def store_chunk(self, conn: AsyncConnection, chunk: list[ParsedTransaction]) -> None:
         wanted = [txn.reference for txn in chunk] + [txn.original_ref for txn in chunk if txn.original_ref]

@@ -303,8 +303,13 @@ def _json_row(number: int, line: str) -> RawRow:
             'such as {"reference": "ch_1", "gross": "19.99", ...}'
         )
         return RawRow(number, {}, (RowError(number, "", reason),))
+    return raw_row_from_object(number, value)
+
+
+def raw_row_from_object(number: int, value: object) -> RawRow:
+    """A transaction given as a JSON object (a line of a JSON lines file, or an item of an API request)."""
     if not isinstance(value, dict):
-        reason = "each line must be one JSON object (in braces) with the transaction's fields"
+        reason = "each transaction must be one JSON object (in braces) with the transaction's fields"
         return RawRow(number, {}, (RowError(number, "", reason),))
     fields: dict[str, str] = {}
     errors: list[RowError] = []

@@ -273,3 +273,33 @@ class PatientImportRejection(Base):
     row_number: Mapped[int] = mapped_column(Integer)
     column: Mapped[str] = mapped_column(String(100), default="")
     reason: Mapped[str] = mapped_column(Text)
+
+
+class ApiToken(Base):
+    """A staff API token: shown once when created, kept only as a hash.
+
+    The token is `ll_<prefix>_<secret>`; `prefix` (public, unique) finds the row and the SHA-256 of the
+    whole token is compared in constant time. A random 256-bit secret needs no slow hash: there is nothing
+    to guess a dictionary word from.
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a request made with an `Idempotency-Key`, replayed for the same key and body."""
+
+    __tablename__ = "idempotency_keys"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
