@@ -23,7 +23,7 @@ from ledgerlink.engine.sync import run_sync
 from ledgerlink.errors import SyncAlreadyRunning
 from ledgerlink.practices import add_connection, create_practice
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import Connection, Practice, SyncRun, Writeback
+from ledgerlink.store.models import Connection, Practice, SyncRun, Transaction, Writeback
 from tests.factories import add_patient, add_transaction, sandbox_patient
 
 # --- the coalescer ---------------------------------------------------------------------------------------
@@ -232,3 +232,43 @@ async def _practice(db: Database, practice_id: int) -> Practice:
         practice = await session.get(Practice, practice_id)
         assert practice is not None
         return practice
+
+
+@pytest.mark.postgres
+async def test_a_transaction_committed_after_a_later_one_is_still_enrolled(postgres_url: str) -> None:
+    """Sequence ids commit out of order on PostgreSQL: an import holding id N that commits after one
+    holding N+1 must not be skipped by an enrolment that ran in between (store/ingest_lock.py)."""
+    from ledgerlink.sources.transaction_import import ingest_objects
+
+    db = await Database.open(postgres_url)
+    try:
+        async with db.sessions.begin() as session:
+            practice = await create_practice(session, slug="race", name="Race", timezone="UTC")
+            connection = await add_connection(session, practice, name="pms", kind="sandbox")
+
+        def txn(ref: str) -> dict[str, str]:  # a patient each: a shared new patient would make one wait
+            return {"reference": ref, "time": "2026-12-01T10:00:00Z", "kind": "sale",
+                    "payment_type": "terminal", "gross": "10.00", "patient_id": f"p_{ref}"}  # fmt: skip
+
+        slow = await db.engine.connect()
+        try:
+            assert (await ingest_objects(slow, practice, [txn("first")])).imported == 1  # id N, not committed
+            async with db.engine.connect() as fast:
+                assert (await ingest_objects(fast, practice, [txn("second")])).imported == 1  # id N+1
+                await fast.commit()
+            async with db.sessions.begin() as session:
+                await enroll_many(session, [connection.id])  # an import is running: enrols nothing yet
+            await slow.commit()
+        finally:
+            await slow.close()
+        async with db.sessions.begin() as session:
+            await enroll_many(session, [connection.id])
+        async with db.sessions() as session:
+            refs = await session.scalars(
+                select(Transaction.processor_ref)
+                .join(Writeback, Writeback.transaction_id == Transaction.id)
+                .where(Writeback.connection_id == connection.id)
+            )
+            assert sorted(refs) == ["first", "second"]
+    finally:
+        await db.close()

@@ -56,6 +56,7 @@ from ledgerlink.engine.work import (
 )
 from ledgerlink.errors import SyncAlreadyRunning
 from ledgerlink.store.db import Database
+from ledgerlink.store.ingest_lock import try_hold_for_enrolment
 from ledgerlink.store.models import Alert, Connection, Practice, SyncRun, SyncRunTotal
 from ledgerlink.store.models import Transaction as TransactionRow
 from ledgerlink.store.models import Writeback as WritebackRow
@@ -384,8 +385,11 @@ async def enroll_many(session: AsyncSession, connection_ids: Sequence[int]) -> N
     """Give every transaction that is new to these connections (of their practice) a pending writeback.
 
     One statement for all: the transactions above each connection's `enrolled_through` up to the newest
-    id seen now, which then becomes everyone's `enrolled_through`.
+    id seen now, which then becomes everyone's `enrolled_through`. While transactions are being stored
+    (an import, an API request) nothing is enrolled this time: see store/ingest_lock.py.
     """
+    if not await try_hold_for_enrolment(session):
+        return
     high = await session.scalar(select(func.max(TransactionRow.id)))
     if high is None:
         return
