@@ -714,12 +714,14 @@ def serve(
     import uvicorn
 
     from ledgerlink.api.app import create_app
+    from ledgerlink.serving import uvicorn_config
 
     settings = get_settings()
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     err.print(f"ledgerlink API on http://{host}:{port}/v1 (OpenAPI: /openapi.json)")
-    uvicorn.run(create_app(settings.resolved_database_url), host=host, port=port, log_level="warning")
+    app = create_app(settings.resolved_database_url)
+    uvicorn.Server(uvicorn_config(app, host, port, log_level="warning")).run()
 
 
 @app.command("od-peer")
