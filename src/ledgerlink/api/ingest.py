@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ledgerlink.api.auth import Caller, database, staff_caller
 from ledgerlink.api.errors import ApiError, ErrorEnvelope
+from ledgerlink.domain.transactions import PaymentType, TransactionKind
 from ledgerlink.sources.transaction_import import ingest_objects
 from ledgerlink.store.models import IdempotencyKey
 
@@ -41,6 +42,49 @@ class IngestResult(BaseModel):
     imported: int
     already_imported: int
 
+
+_TEXT_OR_NUMBER: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "number"}]}
+_TEXT: dict[str, Any] = {"type": "string"}
+TRANSACTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The fields of a JSON lines import (docs/transaction-import.md); the rules beyond the "
+    "shape (times, amounts, kinds, references) are checked as for a file and answered 422 per field.",
+    "required": ["reference", "time", "kind", "payment_type", "gross"],
+    "properties": {
+        "reference": {"type": "string", "minLength": 1, "description": "the processor's transaction id"},
+        "time": {"type": "string", "description": "ISO 8601; without an offset, the practice's time zone"},
+        "kind": {"type": "string", "enum": [kind.value for kind in TransactionKind]},
+        "payment_type": {"type": "string", "enum": [t.value for t in PaymentType]},
+        "gross": _TEXT_OR_NUMBER,
+        "fee": _TEXT_OR_NUMBER,
+        "net": _TEXT_OR_NUMBER,
+        "currency": _TEXT,
+        "patient_id": _TEXT,
+        "first_name": _TEXT,
+        "last_name": _TEXT,
+        "original_reference": _TEXT,
+        "card_brand": _TEXT,
+        "card_last4": _TEXT,
+        "description": _TEXT,
+    },
+}
+BODY_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        TRANSACTION_SCHEMA,
+        {
+            "type": "object",
+            "required": ["transactions"],
+            "properties": {
+                "transactions": {
+                    "type": "array",
+                    "items": TRANSACTION_SCHEMA,
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH,
+                }
+            },
+        },
+    ]
+}
 
 _EXAMPLE = {
     "transactions": [
@@ -72,7 +116,7 @@ _EXAMPLE = {
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}, "example": _EXAMPLE}},
+            "content": {"application/json": {"schema": BODY_SCHEMA, "example": _EXAMPLE}},
         }
     },
     summary="Store processed transactions (one, or a batch of up to 1000)",
