@@ -9,13 +9,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
+from ledgerlink.api.app import create_app
 from ledgerlink.practices import add_connection, create_practice
+from ledgerlink.serving import running_app
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import Connection, Practice
+from ledgerlink.tokens import issue_token
 
 POSTGRES_URL = os.environ.get(
     "LEDGERLINK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -128,3 +133,26 @@ async def make_practice(
         )
         connection = await add_connection(session, practice, name="pms", kind="sandbox")
     return practice, connection
+
+
+@dataclass
+class Api:
+    """The HTTP API served by uvicorn on loopback over the test's store, with a practice and its token."""
+
+    url: str
+    practice: Practice
+    connection: Connection
+    token: str
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token if token is not None else self.token}"}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+async def api(db: Database) -> AsyncIterator[Api]:
+    practice, connection = await make_practice(db)
+    async with db.sessions.begin() as session:
+        issued = await issue_token(session, practice, "payment platform", actor="test")
+    with running_app(create_app(db.url)) as url:
+        yield Api(url, practice, connection, issued.plain)

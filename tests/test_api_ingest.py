@@ -4,45 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ledgerlink.api.app import create_app
 from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings
 from ledgerlink.domain.report import ReportCategory
 from ledgerlink.engine.sync import run_sync
-from ledgerlink.serving import running_app
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import Connection, IdempotencyKey, Practice, Transaction
+from ledgerlink.store.models import IdempotencyKey, Transaction
 from ledgerlink.tokens import issue_token, revoke_token, token_for
-from tests.conftest import make_practice
+from tests.conftest import Api, make_practice
 from tests.factories import add_patient, sandbox_patient
-
-
-@dataclass
-class Api:
-    url: str
-    practice: Practice
-    connection: Connection
-    token: str
-
-    def client(self, token: str | None = None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {token if token is not None else self.token}"}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
-
-
-@pytest.fixture
-async def api(db: Database) -> AsyncIterator[Api]:
-    practice, connection = await make_practice(db)
-    async with db.sessions.begin() as session:
-        issued = await issue_token(session, practice, "payment platform", actor="test")
-    with running_app(create_app(db.url)) as url:
-        yield Api(url, practice, connection, issued.plain)
 
 
 def sale(ref: str, gross: object = "125.00", **extra: object) -> dict[str, object]:

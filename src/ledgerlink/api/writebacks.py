@@ -1,0 +1,157 @@
+"""Writebacks and sync reports for staff: list and filter, Retry, Clear, a run's report.
+
+Everything is scoped to the caller's practice. An id of another practice is answered exactly like an id
+that does not exist (a 404, or "no such writeback" in a batch result), never with its data.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field, StrictInt
+from sqlalchemy import select
+
+from ledgerlink.api.auth import Caller, database, staff_caller
+from ledgerlink.api.errors import ApiError, ErrorEnvelope
+from ledgerlink.domain.report import SyncReport
+from ledgerlink.engine.operations import clear_writebacks, list_writebacks, retry_writebacks
+from ledgerlink.engine.reports import run_report
+from ledgerlink.store.models import Connection, SyncRun, WritebackStatus
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["writebacks"],
+    responses={
+        400: {"model": ErrorEnvelope, "description": "the body is not JSON"},
+        401: {"model": ErrorEnvelope},
+        422: {"model": ErrorEnvelope, "description": "a parameter or a field is not valid"},
+    },
+)
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+StaffCaller = Annotated[Caller, Depends(staff_caller)]
+
+
+class WritebackOut(BaseModel):
+    id: int
+    status: str
+    category: str | None
+    processor_ref: str
+    kind: str
+    payment_type: str
+    local_date: date
+    gross_cents: int
+    amount_cents: int
+    patient_ref: str | None
+    account_number: str | None
+    error_code: str | None
+    error_message: str | None
+    pms_ref: str | None
+    attempts: int
+
+
+RowId = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]  # a database id; anything else (true, "7") is 422
+
+
+class Ids(BaseModel):
+    ids: list[RowId] = Field(min_length=1, max_length=1000)
+
+
+class ActionOut(BaseModel):
+    id: int
+    ok: bool
+    message: str
+
+
+class ReportLineOut(BaseModel):
+    category: str
+    label: str
+    count: int
+    total_cents: int
+
+
+class ReportOut(BaseModel):
+    run_id: int
+    lines: list[ReportLineOut]
+
+
+@router.get(
+    "/writebacks", response_model=list[WritebackOut], summary="Writebacks, with Load Status and Load Error"
+)
+async def get_writebacks(
+    request: Request,
+    caller: StaffCaller,
+    status: Annotated[WritebackStatus | None, Query(description="only this status")] = None,
+    since: Annotated[str | None, Query(pattern=ISO_DATE, description="first practice-local date")] = None,
+    until: Annotated[str | None, Query(pattern=ISO_DATE, description="last practice-local date")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[WritebackOut]:
+    async with database(request).sessions() as session:
+        views = await list_writebacks(
+            session,
+            caller.practice.id,
+            status=status.value if status else None,
+            since=_date(since, "since"),
+            until=_date(until, "until"),
+            limit=limit,
+        )
+    return [WritebackOut.model_validate(view, from_attributes=True) for view in views]
+
+
+@router.post("/writebacks/retry", response_model=list[ActionOut], summary="Retry failed writebacks")
+async def post_retry(request: Request, caller: StaffCaller, body: Ids) -> list[ActionOut]:
+    async with database(request).sessions.begin() as session:
+        results = await retry_writebacks(session, caller.practice.id, body.ids, actor=caller.actor)
+    return [ActionOut(id=r.writeback_id, ok=r.ok, message=r.message) for r in results]
+
+
+@router.post("/writebacks/clear", response_model=list[ActionOut], summary="Clear writebacks posted by hand")
+async def post_clear(request: Request, caller: StaffCaller, body: Ids) -> list[ActionOut]:
+    async with database(request).sessions.begin() as session:
+        results = await clear_writebacks(session, caller.practice.id, body.ids, actor=caller.actor)
+    return [ActionOut(id=r.writeback_id, ok=r.ok, message=r.message) for r in results]
+
+
+@router.get(
+    "/runs/{run_id}/report",
+    response_model=ReportOut,
+    responses={404: {"model": ErrorEnvelope}},
+    summary="The sync report of a run",
+)
+async def get_run_report(
+    request: Request, caller: StaffCaller, run_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
+) -> ReportOut:
+    async with database(request).sessions() as session:
+        owner = await session.scalar(
+            select(Connection.practice_id)
+            .join(SyncRun, SyncRun.connection_id == Connection.id)
+            .where(SyncRun.id == run_id)
+        )
+        if owner != caller.practice.id:
+            raise ApiError(404, "not_found", f"no sync run {run_id}", field="run_id")
+        report = await run_report(session, run_id)
+    return ReportOut(run_id=run_id, lines=_lines(report))
+
+
+def _lines(report: SyncReport) -> list[ReportLineOut]:
+    return [
+        ReportLineOut(
+            category=line.category.value,
+            label=line.category.label,
+            count=line.count,
+            total_cents=line.total_cents,
+        )
+        for line in report.lines
+    ]
+
+
+def _date(text: str | None, field: str) -> date | None:
+    """A YYYY-MM-DD date. Only that: pydantic would also take a number as a Unix timestamp."""
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ApiError(422, "invalid_request", f"{text!r} is not a date (YYYY-MM-DD)", field=field) from None
