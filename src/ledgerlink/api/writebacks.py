@@ -16,7 +16,12 @@ from sqlalchemy import select
 from ledgerlink.api.auth import Caller, database, staff_caller
 from ledgerlink.api.errors import ApiError, ErrorEnvelope
 from ledgerlink.domain.report import SyncReport
-from ledgerlink.engine.operations import clear_writebacks, list_writebacks, retry_writebacks
+from ledgerlink.engine.operations import (
+    WritebackView,
+    clear_writebacks,
+    list_writebacks,
+    retry_writebacks,
+)
 from ledgerlink.engine.reports import run_report
 from ledgerlink.store.models import Connection, SyncRun, WritebackStatus
 
@@ -32,24 +37,6 @@ router = APIRouter(
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 StaffCaller = Annotated[Caller, Depends(staff_caller)]
-
-
-class WritebackOut(BaseModel):
-    id: int
-    status: str
-    category: str | None
-    processor_ref: str
-    kind: str
-    payment_type: str
-    local_date: date
-    gross_cents: int
-    amount_cents: int
-    patient_ref: str | None
-    account_number: str | None
-    error_code: str | None
-    error_message: str | None
-    pms_ref: str | None
-    attempts: int
 
 
 RowId = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]  # a database id; anything else (true, "7") is 422
@@ -78,7 +65,7 @@ class ReportOut(BaseModel):
 
 
 @router.get(
-    "/writebacks", response_model=list[WritebackOut], summary="Writebacks, with Load Status and Load Error"
+    "/writebacks", response_model=list[WritebackView], summary="Writebacks, with Load Status and Load Error"
 )
 async def get_writebacks(
     request: Request,
@@ -87,7 +74,7 @@ async def get_writebacks(
     since: Annotated[str | None, Query(pattern=ISO_DATE, description="first practice-local date")] = None,
     until: Annotated[str | None, Query(pattern=ISO_DATE, description="last practice-local date")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[WritebackOut]:
+) -> list[WritebackView]:
     async with database(request).sessions() as session:
         views = await list_writebacks(
             session,
@@ -97,7 +84,7 @@ async def get_writebacks(
             until=_date(until, "until"),
             limit=limit,
         )
-    return [WritebackOut.model_validate(view, from_attributes=True) for view in views]
+    return views
 
 
 @router.post("/writebacks/retry", response_model=list[ActionOut], summary="Retry failed writebacks")
