@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
 from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings
 from ledgerlink.engine.sync import run_sync
 from ledgerlink.store.db import Database
+from ledgerlink.store.models import Transaction
 from ledgerlink.tokens import issue_token
 from tests.conftest import Api, make_practice
 from tests.factories import add_patient, add_transaction, sandbox_patient
@@ -79,4 +81,26 @@ async def test_another_practice_sees_nothing_and_changes_nothing(
     async with api.client() as mine:
         still = (await mine.get("/v1/writebacks", params={"status": "failed"})).json()
     assert [w["id"] for w in still] == [bad_id]
+    await pms.close()
+
+
+async def test_runs_and_the_date_range_report(api: Api, db: Database, tmp_path: Path) -> None:
+    pms, run_id = await failed_and_posted(api, db, tmp_path)
+    async with db.sessions() as session:
+        day = (await session.scalar(select(Transaction.local_date))).isoformat()  # type: ignore[union-attr]
+    async with api.client() as client:
+        runs = (await client.get("/v1/runs")).json()
+        report = (await client.get("/v1/report", params={"since": day, "until": day})).json()
+        backwards = await client.get("/v1/report", params={"since": day, "until": "2000-01-01"})
+        not_a_date = await client.get("/v1/report", params={"since": "1700000000", "until": day})
+    assert [(r["id"], r["status"], r["connection"]) for r in runs] == [(run_id, "done", "pms")]
+    lines = {line["category"]: (line["count"], line["total_cents"]) for line in report["lines"]}
+    assert lines["sales"] == (1, 9700) and lines["invalid_patient_id"][0] == 1
+    assert backwards.status_code == 422 and backwards.json()["error"]["field"] == "until"
+    assert not_a_date.status_code == 422
+    other, _ = await make_practice(db, slug="other")
+    async with db.sessions.begin() as session:
+        stranger = (await issue_token(session, other, "theirs", actor="test")).plain
+    async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": f"Bearer {stranger}"}) as theirs:
+        assert (await theirs.get("/v1/runs")).json() == []
     await pms.close()

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from ledgerlink import __version__
-from ledgerlink.api import errors, ingest, writebacks
+from ledgerlink.api import errors, ingest, reports, writebacks
 from ledgerlink.store.db import Database
 
 
@@ -36,6 +36,7 @@ def create_app(database_url: str) -> FastAPI:
     errors.install(app)
     app.include_router(ingest.router)
     app.include_router(writebacks.router)
+    app.include_router(reports.router)
 
     @app.get("/v1/health", response_model=Health, tags=["service"], summary="Liveness")
     async def health() -> Health:

@@ -1,4 +1,4 @@
-"""Writebacks and sync reports for staff: list and filter, Retry, Clear, a run's report.
+"""Writebacks for staff: list and filter (Load Status, Load Error), Retry, Clear.
 
 Everything is scoped to the caller's practice. An id of another practice is answered exactly like an id
 that does not exist (a 404, or "no such writeback" in a batch result), never with its data.
@@ -9,21 +9,18 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, StrictInt
-from sqlalchemy import select
 
 from ledgerlink.api.auth import Caller, database, staff_caller
 from ledgerlink.api.errors import ApiError, ErrorEnvelope
-from ledgerlink.domain.report import SyncReport
 from ledgerlink.engine.operations import (
     WritebackView,
     clear_writebacks,
     list_writebacks,
     retry_writebacks,
 )
-from ledgerlink.engine.reports import run_report
-from ledgerlink.store.models import Connection, SyncRun, WritebackStatus
+from ledgerlink.store.models import WritebackStatus
 
 router = APIRouter(
     prefix="/v1",
@@ -52,18 +49,6 @@ class ActionOut(BaseModel):
     message: str
 
 
-class ReportLineOut(BaseModel):
-    category: str
-    label: str
-    count: int
-    total_cents: int
-
-
-class ReportOut(BaseModel):
-    run_id: int
-    lines: list[ReportLineOut]
-
-
 @router.get(
     "/writebacks", response_model=list[WritebackView], summary="Writebacks, with Load Status and Load Error"
 )
@@ -80,8 +65,8 @@ async def get_writebacks(
             session,
             caller.practice.id,
             status=status.value if status else None,
-            since=_date(since, "since"),
-            until=_date(until, "until"),
+            since=parse_date(since, "since"),
+            until=parse_date(until, "until"),
             limit=limit,
         )
     return views
@@ -101,40 +86,7 @@ async def post_clear(request: Request, caller: StaffCaller, body: Ids) -> list[A
     return [ActionOut(id=r.writeback_id, ok=r.ok, message=r.message) for r in results]
 
 
-@router.get(
-    "/runs/{run_id}/report",
-    response_model=ReportOut,
-    responses={404: {"model": ErrorEnvelope}},
-    summary="The sync report of a run",
-)
-async def get_run_report(
-    request: Request, caller: StaffCaller, run_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
-) -> ReportOut:
-    async with database(request).sessions() as session:
-        owner = await session.scalar(
-            select(Connection.practice_id)
-            .join(SyncRun, SyncRun.connection_id == Connection.id)
-            .where(SyncRun.id == run_id)
-        )
-        if owner != caller.practice.id:
-            raise ApiError(404, "not_found", f"no sync run {run_id}", field="run_id")
-        report = await run_report(session, run_id)
-    return ReportOut(run_id=run_id, lines=_lines(report))
-
-
-def _lines(report: SyncReport) -> list[ReportLineOut]:
-    return [
-        ReportLineOut(
-            category=line.category.value,
-            label=line.category.label,
-            count=line.count,
-            total_cents=line.total_cents,
-        )
-        for line in report.lines
-    ]
-
-
-def _date(text: str | None, field: str) -> date | None:
+def parse_date(text: str | None, field: str) -> date | None:
     """A YYYY-MM-DD date. Only that: pydantic would also take a number as a Unix timestamp."""
     if text is None:
         return None
