@@ -128,7 +128,10 @@ async def ingest_transactions(
 ) -> JSONResponse:
     objects = _transactions(await request.body())
     key = idempotency_key.strip() if idempotency_key else None
-    fingerprint = hashlib.sha256(json.dumps(objects, sort_keys=True, default=str).encode()).hexdigest()
+    # Only a request with a key is compared with an earlier one: no hashing otherwise.
+    fingerprint = (
+        hashlib.sha256(json.dumps(objects, sort_keys=True, default=str).encode()).hexdigest() if key else ""
+    )
     db = database(request)
     for attempt in range(ATTEMPTS):
         try:
@@ -197,28 +200,27 @@ def _transactions(body: bytes) -> list[Any]:
     return items
 
 
-async def _stored(conn: Any, practice_id: int, key: str) -> IdempotencyKey | None:
-    row = (
+async def _stored(conn: Any, practice_id: int, key: str) -> Any:
+    """The stored `(request_hash, status_code, response)` for the key, or None."""
+    return (
         await conn.execute(
             select(IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response).where(
                 IdempotencyKey.practice_id == practice_id, IdempotencyKey.key == key
             )
         )
     ).first()
-    return None if row is None else IdempotencyKey(request_hash=row[0], status_code=row[1], response=row[2])
 
 
-def _replay(stored: IdempotencyKey, fingerprint: str) -> JSONResponse:
-    if stored.request_hash != fingerprint:
+def _replay(stored: Any, fingerprint: str) -> JSONResponse:
+    request_hash, status_code, response = stored
+    if request_hash != fingerprint:
         raise ApiError(
             409,
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different body; use a new key for a new request",
             field="Idempotency-Key",
         )
-    return JSONResponse(
-        stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
-    )
+    return JSONResponse(response, status_code=status_code, headers={"Idempotent-Replayed": "true"})
 
 
 def _invalid(errors: list[Any]) -> ApiError:

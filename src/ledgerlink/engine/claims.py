@@ -58,10 +58,12 @@ async def new_alerts(
 DUE_STATUSES = (PENDING, IN_FLIGHT)
 
 
-def due_filter(connection_id: int, now: datetime, statuses: Sequence[str] = DUE_STATUSES) -> Any:
+def due_filter(connection_id: Any, now: Any, statuses: Sequence[str] = DUE_STATUSES) -> Any:
+    """Due writebacks of a connection; `connection_id` and `now` are values or bound parameters."""
+    status = WritebackRow.status == statuses[0] if len(statuses) == 1 else WritebackRow.status.in_(statuses)
     return and_(
         WritebackRow.connection_id == connection_id,
-        WritebackRow.status.in_(statuses),
+        status,
         or_(WritebackRow.next_attempt_at.is_(None), WritebackRow.next_attempt_at <= now),
     )
 
@@ -162,12 +164,7 @@ def _due_query(k: int, status: str) -> Select[*tuple[Any, ...]]:
             and_(PatientAccount.patient_id == t.patient_id, PatientAccount.connection_id == w.connection_id),
         )
         .where(
-            w.connection_id == bindparam(f"c{k}"),
-            w.status == status,
-            or_(
-                w.next_attempt_at.is_(None),
-                w.next_attempt_at <= bindparam("now", type_=w.next_attempt_at.type),
-            ),
+            due_filter(bindparam(f"c{k}"), bindparam("now", type_=w.next_attempt_at.type), (status,)),
             w.id > bindparam(f"a{k}"),
         )
         .order_by(w.id)
