@@ -30,7 +30,8 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _holder_is_dead(owner: str) -> bool:
+def holder_is_dead(owner: str) -> bool:
+    """True when `owner` ran on this machine and its process is gone."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
@@ -63,7 +64,7 @@ async def acquire(session: AsyncSession, connection_id: int, owner: str) -> None
     if result.rowcount == 1:  # type: ignore[attr-defined]
         return
     holder = await session.get(Connection, connection_id, populate_existing=True)
-    if holder is not None and holder.sync_owner and _holder_is_dead(holder.sync_owner):
+    if holder is not None and holder.sync_owner and holder_is_dead(holder.sync_owner):
         stale = await session.execute(
             update(Connection)
             .where(Connection.id == connection_id, Connection.sync_owner == holder.sync_owner)

@@ -17,6 +17,7 @@ from ledgerlink.audit import record_audit
 from ledgerlink.clock import utcnow
 from ledgerlink.domain.rules import SkipReason
 from ledgerlink.domain.transactions import TransactionKind
+from ledgerlink.store.ingest_lock import announce_work
 from ledgerlink.store.models import (
     Connection,
     Patient,
@@ -145,6 +146,8 @@ async def retry_writebacks(
             session, practice_id, actor, "writeback.retry", f"writeback:{wid}", {"previous_error": previous}
         )
         results.append(ActionResult(wid, True, "queued for the next sync"))
+    if any(result.ok for result in results):
+        await announce_work(session, practice_id)
     return results
 
 

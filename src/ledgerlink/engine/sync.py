@@ -80,6 +80,9 @@ _FAILURE_CATEGORIES = {
 }
 
 
+INTENT_SLICE_CHUNKS = 4  # PMS calls' worth of writes marked in flight at a time
+
+
 def idempotency_key(writeback_id: int) -> str:
     """The key that travels into the PMS record. Stable for the writeback's whole life."""
     return f"ll-wb-{writeback_id}"
@@ -96,6 +99,7 @@ class SyncOutcome:
     run_id: int | None
     report: SyncReport
     dry_run: bool
+    recorded: int = 0  # writebacks whose outcome this run recorded (0: the run moved nothing)
 
 
 async def run_sync(
@@ -107,11 +111,18 @@ async def run_sync(
     dry_run: bool = False,
     trigger: str = "on_demand",
     progress: Callable[[SyncProgress], None] | None = None,
+    owner: str | None = None,
+    stop: asyncio.Event | None = None,
+    limiter: RateLimiter | None = None,
 ) -> SyncOutcome:
     """Write back everything due on one connection and return the run's sync report.
 
     `since` is the first local date the report covers (default: the practice's yesterday); earlier
     transactions that are due (retries, late arrivals) are still written.
+
+    A worker passes the lease `owner` it already took for the connection, a `stop` event (set on
+    shutdown: the run ends after the batch in hand, recording everything it wrote) and the connection's
+    `limiter`, which outlives the run so that back-to-back runs keep to the PMS's rate together.
     """
     if dry_run:
         async with db.sessions() as session:
@@ -123,7 +134,7 @@ async def run_sync(
         window_start = since or default_window_start(practice.timezone)
         return await _dry_run(db, connection, practice, rules_for(connection, practice), window_start)
     # The connection and its practice are read by the run's first store step, with everyone else's.
-    return await _Sync(db, connection_id, connector, progress).run(since, trigger)
+    return await _Sync(db, connection_id, connector, progress, owner, stop, limiter).run(since, trigger)
 
 
 class _Sync:
@@ -137,15 +148,19 @@ class _Sync:
         connection_id: int,
         connector: PmsConnector,
         progress: Callable[[SyncProgress], None] | None,
+        owner: str | None = None,
+        stop: asyncio.Event | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.db = db
         self.connection_id = connection_id
         self.connector = connector
         self.progress = progress
         self.store = SyncStore.of(db)
-        self.owner = lease.new_owner_id()
+        self.owner = owner or lease.new_owner_id()
+        self.stop = stop
         self.lease_renewed_at = utcnow()
-        self.limiter = RateLimiter(connector.limits.requests_per_second)
+        self.limiter = limiter or RateLimiter(connector.limits.requests_per_second)
         self.call_timeout = connector.limits.call_timeout_s
         self.run_id = 0
         self.done = 0
@@ -183,7 +198,7 @@ class _Sync:
             raise
         report = SyncReport.from_totals((k, c, t) for k, (c, t) in totals.items())
         log.info("sync.finished", run_id=self.run_id, written=self.done)
-        return SyncOutcome(self.run_id, report, dry_run=False)
+        return SyncOutcome(self.run_id, report, dry_run=False, recorded=self.done)
 
     def _report_progress(self) -> None:
         if self.progress is not None:
@@ -207,6 +222,8 @@ class _Sync:
                 r, d = await self._process_batch(items)
                 recorded += r
                 deferred += d
+                if self.stop is not None and self.stop.is_set():
+                    return  # shutting down: what is left stays due for the next run
                 if len(items) < CLAIM_BATCH:
                     break  # a short batch ends the pass: asking again would only find nothing
             if not deferred or not recorded:
@@ -274,14 +291,26 @@ class _Sync:
             else:
                 writes.append(item)
 
-        if writes:
-            await self._mark_in_flight(writes, now)
-            await self._write(writes, batch)
+        # Intent is marked a slice at a time: a shutdown stops between slices with the rest never touched
+        # (still plainly pending), and fewer writes are uncertain if the process dies mid-batch.
+        # Each slice's outcomes are recorded as soon as it is written, with the decisions above in the first.
+        recorded = 0
+        for written in _chunks(writes, self.connector.limits.batch_size * INTENT_SLICE_CHUNKS):
+            if self.stop is not None and self.stop.is_set():
+                break
+            await self._mark_in_flight(written, now)
+            await self._write(written, batch)
+            recorded += await self._record_progress(batch)
+            batch = BatchResult()
+        if batch.outcomes:
+            recorded += await self._record_progress(batch)
+        return recorded, deferred
 
+    async def _record_progress(self, batch: BatchResult) -> int:
         await self._record(batch)
         self.done += len(batch.outcomes)
         self._report_progress()
-        return len(batch.outcomes), deferred
+        return len(batch.outcomes)
 
     def _fail(
         self,

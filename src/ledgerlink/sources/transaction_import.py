@@ -97,7 +97,7 @@ async def import_transactions(
     reading = asyncio.ensure_future(asyncio.to_thread(run.read_chunk, export))
     try:
         async with db.engine.connect() as conn:
-            await hold_for_writing(conn)
+            await hold_for_writing(conn, practice.id)
             if not db.is_sqlite:
                 # The lookups repeat with thousands of values while the tables grow. A generic (cached)
                 # plan, made when a table looked empty, compares each row with every value: minutes,
@@ -143,7 +143,7 @@ async def ingest_objects(
     idempotency record in the same transaction. Row numbers in the errors are the objects' positions,
     counted from 0. When `applied` is False, rows may have been written: the caller rolls back.
     """
-    await hold_for_writing(conn)
+    await hold_for_writing(conn, practice.id)
     run = _ImportRun(practice.id, ZoneInfo(practice.timezone), source, import_valid_rows=False)
     parsed = run.check([raw_row_from_object(n, value) for n, value in enumerate(objects)])
     if run.applied:

@@ -76,6 +76,8 @@ class Practice(Base):
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="America/New_York")
     patient_capacity: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The public practice id a PMS presents with its merchant key (the seeds' CP_ID); set with the first key.
+    public_id: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -97,6 +99,8 @@ class Connection(Base):
     enrolled_through: Mapped[int] = mapped_column(BigInteger, default=0)
     sync_owner: Mapped[str | None] = mapped_column(String(200), default=None)
     sync_lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # The practice-local date of the last daily run a worker started (one daily run per local day).
+    last_daily_on: Mapped[date | None] = mapped_column(Date, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -231,6 +235,8 @@ class Alert(Base):
     code: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text)
     delivered_to_pms: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the alert went out in an e-mail / webhook digest (None: not yet).
+    notified_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -302,4 +308,92 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    """A staff account: privileges and login hours (weekday + time windows in the practice's time zone)."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("practice_id", "username"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"), index=True)
+    username: Mapped[str] = mapped_column(String(100))
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    privileges: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # [{"days": [0..6 (Monday=0)], "start": "HH:MM", "end": "HH:MM"}]; empty: any time.
+    login_hours: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AccessKey(Base):
+    """A practice's merchant key (kind "merchant") or a user's clerk key (kind "clerk"), kept as a hash.
+
+    Rotation issues a new key and gives the old one an `expires_at` (the overlap period) instead of
+    revoking it at once, so a PMS can switch keys without a gap.
+    """
+
+    __tablename__ = "access_keys"
+    __table_args__ = (Index("ix_access_keys_owner", "practice_id", "kind", "user_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
+    kind: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuthFailure(Base):
+    """Failed authentication attempts per scope (e.g. a practice id or a client address), for rate limits.
+
+    Kept in the database so that every API process behind a load balancer counts the same attempts.
+    """
+
+    __tablename__ = "auth_failures"
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    blocked_until: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookSecret(Base):
+    """A signing secret of a processor's inbound webhooks (Stripe's `whsec_...`), sealed at rest.
+
+    Several may be live at once: after a rotation the old secret verifies until `expires_at`.
+    """
+
+    __tablename__ = "webhook_secrets"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(32), default="stripe")
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookEvent(Base):
+    """An inbound webhook event already handled: a replay of the same event id changes nothing."""
+
+    __tablename__ = "webhook_events"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotificationTarget(Base):
+    """Where a practice's alert digest goes: an e-mail address, or a URL that gets signed webhooks."""
+
+    __tablename__ = "notification_targets"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "email" or "webhook"
+    address: Mapped[str] = mapped_column(String(500))
+    secret_sealed: Mapped[str | None] = mapped_column(Text, default=None)  # webhook signing secret
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,1 @@
+"""Workers: instant and daily writeback, coordinated through the store alone."""
