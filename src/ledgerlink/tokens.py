@@ -1,8 +1,9 @@
-"""Staff API tokens: generated with `secrets`, shown once, stored as a SHA-256 hash, compared in constant time.
+"""Secret keys: generated with `secrets`, shown once, stored as a SHA-256 hash, compared in constant time.
 
-A token reads `ll_<prefix>_<secret>`. The prefix is public and unique: it finds the row without scanning,
-and lets staff tell their tokens apart in a list. The secret is 256 random bits, so a plain SHA-256 is
-enough to keep a stolen database from yielding usable tokens (a slow password hash protects guessable
+A key reads `<tag>_<prefix>_<secret>`: `ll` for staff API tokens, `llm` for merchant keys and `llc` for
+clerk keys (see `ledgerlink.access_keys`). The prefix is public and unique: it finds the row without
+scanning, and lets staff tell their keys apart in a list. The secret is 256 random bits, so a plain SHA-256
+is enough to keep a stolen database from yielding usable keys (a slow password hash protects guessable
 passwords; nothing about a random secret can be guessed).
 """
 
@@ -23,6 +24,7 @@ from ledgerlink.store.models import ApiToken, Practice
 
 PREFIX_BYTES = 6  # 12 hex characters
 SECRET_BYTES = 32
+STAFF_TOKEN_TAG = "ll"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +33,40 @@ class IssuedToken:
     plain: str  # shown to the person who created it, once; never stored
 
 
-def _digest(plain: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A presented key that has the right shape: its public prefix and the whole (trimmed) key."""
+
+    prefix: str
+    plain: str
+
+
+def key_digest(plain: str) -> str:
+    """What is stored instead of a key: the hex SHA-256 of the whole key."""
     return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def new_key(tag: str) -> tuple[str, str]:
+    """A fresh `(prefix, plain key)` for keys tagged `tag`."""
+    prefix = secrets.token_hex(PREFIX_BYTES)
+    return prefix, f"{tag}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+
+
+def parse_presented(presented: str, tag: str) -> Presented | None:
+    """The prefix of `presented` if it looks like a key tagged `tag`, else None.
+
+    Surrounding whitespace is dropped first: pasted keys often carry a space or a line break.
+    """
+    plain = presented.strip()
+    parts = plain.split("_", 2)
+    if len(parts) != 3 or parts[0] != tag or len(parts[1]) != 2 * PREFIX_BYTES or not parts[2]:
+        return None
+    return Presented(parts[1], plain)
+
+
+def digest_matches(stored_digest: str, plain: str) -> bool:
+    """Whether `plain` hashes to `stored_digest`, compared in constant time so timing reveals nothing."""
+    return hmac.compare_digest(stored_digest, key_digest(plain))
 
 
 async def issue_token(session: AsyncSession, practice: Practice, name: str, *, actor: str) -> IssuedToken:
@@ -41,9 +75,8 @@ async def issue_token(session: AsyncSession, practice: Practice, name: str, *, a
         raise InvalidInput(
             "a token needs a name of 1 to 100 characters, such as 'payment platform'", field="name"
         )
-    prefix = secrets.token_hex(PREFIX_BYTES)
-    plain = f"ll_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
-    token = ApiToken(practice_id=practice.id, name=name, prefix=prefix, token_hash=_digest(plain))
+    prefix, plain = new_key(STAFF_TOKEN_TAG)
+    token = ApiToken(practice_id=practice.id, name=name, prefix=prefix, token_hash=key_digest(plain))
     session.add(token)
     await session.flush()
     await record_audit(
@@ -54,14 +87,13 @@ async def issue_token(session: AsyncSession, practice: Practice, name: str, *, a
 
 async def token_for(session: AsyncSession, presented: str) -> ApiToken | None:
     """The live token `presented` is, or None (unknown, malformed, wrong secret or revoked)."""
-    plain = presented.strip()  # pasted tokens often carry a space or a line break
-    parts = plain.split("_", 2)
-    if len(parts) != 3 or parts[0] != "ll" or len(parts[1]) != 2 * PREFIX_BYTES:
+    key = parse_presented(presented, STAFF_TOKEN_TAG)
+    if key is None:
         return None
-    token = await session.scalar(select(ApiToken).where(ApiToken.prefix == parts[1]))
+    token = await session.scalar(select(ApiToken).where(ApiToken.prefix == key.prefix))
     if token is None or token.revoked_at is not None:
         return None
-    if not hmac.compare_digest(token.token_hash, _digest(plain)):
+    if not digest_matches(token.token_hash, key.plain):
         return None
     return token
 
