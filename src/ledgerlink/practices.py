@@ -16,7 +16,10 @@ from ledgerlink.domain.transactions import PaymentType
 from ledgerlink.errors import Conflict, InvalidInput, NotFound
 from ledgerlink.store.models import Connection, Practice
 
-CONNECTOR_KINDS = ("sandbox", "opendental")
+PULL_KIND = "pull"
+"""A connection the PMS writes itself: it downloads transactions and reports them loaded through the pull
+API (ledgerlink.pull, docs/pull-api.md). It has no connector and no settings; no sync or worker runs it."""
+CONNECTOR_KINDS = ("sandbox", "opendental", PULL_KIND)
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -108,6 +111,11 @@ async def add_connection(
     if kind not in CONNECTOR_KINDS:
         raise InvalidInput(
             f"unknown connector {kind!r}; available: {', '.join(CONNECTOR_KINDS)}", field="kind"
+        )
+    if kind == PULL_KIND and settings:
+        raise InvalidInput(
+            "a pull connection takes no settings: the PMS presents the practice's keys instead",
+            field="settings",
         )
     try:
         AmountMode(amount_mode)

@@ -104,10 +104,10 @@ async def get_run_report(
         if owner != caller.practice.id:
             raise ApiError(404, "not_found", f"no sync run {run_id}", field="run_id")
         report = await run_report(session, run_id)
-    return ReportOut(run_id=run_id, lines=_lines(report))
+    return ReportOut(run_id=run_id, lines=report_lines(report))
 
 
-def _lines(report: SyncReport) -> list[ReportLineOut]:
+def report_lines(report: SyncReport) -> list[ReportLineOut]:
     return [
         ReportLineOut(
             category=line.category.value,
@@ -146,4 +146,4 @@ async def get_range_report(
                 422, "invalid_request", "the practice has several connections; name one", field="connection"
             ) from None
         report = await range_report(session, chosen.id, first, last)
-    return RangeReportOut(connection=chosen.name, since=first, until=last, lines=_lines(report))
+    return RangeReportOut(connection=chosen.name, since=first, until=last, lines=report_lines(report))

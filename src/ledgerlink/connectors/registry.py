@@ -17,6 +17,7 @@ from ledgerlink.connectors.opendental.direct_db import (
 )
 from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings
 from ledgerlink.errors import InvalidInput
+from ledgerlink.practices import PULL_KIND
 from ledgerlink.secrets import SecretBox
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,6 +65,12 @@ def open_connector(
 ) -> PmsConnector:
     """The connector for a connection; opening it makes no request. `http` is shared by HTTP connectors
     (many offices in one process need one connection pool, not one each)."""
+    if kind == PULL_KIND:
+        raise InvalidInput(
+            "a pull connection has no connector to run: the PMS downloads its transactions and reports "
+            "them loaded or failed itself, through the pull API (see docs/pull-api.md)",
+            field="kind",
+        )
     if kind == "sandbox":
         return SandboxConnector(sandbox_settings(settings, data_dir))
     if is_direct_db(kind, settings):

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.domain.money import Cents
 
 
@@ -72,3 +73,15 @@ class SyncReport:
     @property
     def transaction_count(self) -> int:
         return sum(line.count for line in self.lines)
+
+
+_FAILURE_CATEGORIES = {
+    LoadErrorCode.INVALID_PATIENT_ID: ReportCategory.INVALID_PATIENT_ID,
+    # Left to staff by design (a task says what to enter): reported with what waits for a person.
+    LoadErrorCode.HELD_FOR_STAFF: ReportCategory.HELD_FOR_MANUAL,
+}
+
+
+def failure_category(code: LoadErrorCode) -> ReportCategory:
+    """The report line a failed writeback counts on: Invalid Patient ID, held for staff, or In Error."""
+    return _FAILURE_CATEGORIES.get(code, ReportCategory.IN_ERROR)
