@@ -1,0 +1,352 @@
+"""The practice's patients: find them, correct contact data and status, and fix PMS account numbers.
+
+Fixing an account number is how staff resolve an Invalid Patient ID failure; the answer says which of the
+patient's failed writebacks on that connection now await a Retry (`POST /v1/writebacks/retry`).
+
+Names and birth dates are data for the staff who see these answers: they are never logged, and the audit
+log records which fields changed, not their values. Searching is by query parameter, so a search term can
+reach a proxy's log; the pagination cursor carries only a row id.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from sqlalchemy import Select, and_, delete, exists, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledgerlink.api.auth import database
+from ledgerlink.api.connections import owned_connection
+from ledgerlink.api.errors import ApiError, ErrorEnvelope
+from ledgerlink.api.pagination import Cursor, Limit, Page, decode_cursor, next_cursor
+from ledgerlink.api.writebacks import StaffCaller
+from ledgerlink.audit import record_audit
+from ledgerlink.clock import utcnow
+from ledgerlink.domain.errors import LoadErrorCode
+from ledgerlink.patients.accounts import set_account_number
+from ledgerlink.store.models import (
+    Connection,
+    Patient,
+    PatientAccount,
+    Transaction,
+    Writeback,
+    WritebackStatus,
+)
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["patients"],
+    responses={
+        400: {"model": ErrorEnvelope, "description": "the body is not JSON"},
+        401: {"model": ErrorEnvelope},
+        422: {
+            "model": ErrorEnvelope,
+            "description": "a parameter or a field is not valid (named in `field`)",
+        },
+    },
+)
+
+PatientId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ConnectionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorEnvelope, "description": "no such patient (or connection)"}
+}
+_SEARCH_WORDS = 5
+EMAIL = r"^$|^[^@\s]+@[^@\s]+$"
+PHONE = r"^[0-9+() .\-/x]*$"
+
+
+class AccountOut(BaseModel):
+    connection_id: int
+    connection: str
+    account_number: str
+
+
+class PatientOut(BaseModel):
+    id: int
+    patient_ref: str = Field(description="the payment platform's patient id")
+    first_name: str
+    last_name: str
+    birth_date: date | None
+    email: str
+    phone: str
+    active: bool
+    accounts: list[AccountOut] = Field(description="the PMS account number per connection")
+    created_at: datetime
+    updated_at: datetime
+
+
+class PatientChange(BaseModel):
+    """Only the fields sent are changed; an empty email or phone removes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[str, Field(max_length=200, pattern=EMAIL)] | None = None
+    phone: Annotated[str, Field(max_length=50, pattern=PHONE)] | None = None
+    active: StrictBool | None = None
+
+
+class AccountNumberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_number: Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+
+
+class AccountNumberSet(BaseModel):
+    patient_id: int
+    connection_id: int
+    account_number: str
+    previous_account_number: str | None
+    awaiting_retry: int = Field(
+        description="how many of the patient's writebacks on this connection failed with Invalid Patient "
+        "ID: Retry them (POST /v1/writebacks/retry) now that the number is fixed"
+    )
+    awaiting_retry_ids: list[int] = Field(description="their ids, for the Retry")
+
+
+@router.get("/patients", response_model=Page[PatientOut], summary="Find patients (paginated)")
+async def get_patients(
+    request: Request,
+    caller: StaffCaller,
+    search: Annotated[
+        str | None,
+        Query(max_length=200, description="words found in the name, patient id or an account number"),
+    ] = None,
+    active: Annotated[bool | None, Query(description="only active (true) or inactive (false)")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[PatientOut]:
+    after = decode_cursor(cursor)
+    query = select(Patient).where(Patient.practice_id == caller.practice.id)
+    if active is not None:
+        query = query.where(Patient.active.is_(active))
+    if search:
+        query = _matching(query, search)
+    if after is not None:
+        query = query.where(Patient.id > after)
+    async with database(request).sessions() as session:
+        patients = list(await session.scalars(query.order_by(Patient.id).limit(limit + 1)))
+        page = patients[:limit]
+        accounts = await _accounts(session, [p.id for p in page])
+    return Page[PatientOut](
+        items=[_patient_out(p, accounts.get(p.id, [])) for p in page],
+        next_cursor=next_cursor([p.id for p in patients], limit),
+    )
+
+
+@router.get("/patients/{patient_id}", response_model=PatientOut, responses=_NOT_FOUND, summary="A patient")
+async def get_patient(request: Request, caller: StaffCaller, patient_id: PatientId) -> PatientOut:
+    async with database(request).sessions() as session:
+        patient = await _owned_patient(session, caller.practice.id, patient_id)
+        accounts = await _accounts(session, [patient.id])
+    return _patient_out(patient, accounts.get(patient.id, []))
+
+
+@router.patch(
+    "/patients/{patient_id}",
+    response_model=PatientOut,
+    responses=_NOT_FOUND,
+    summary="Change a patient's email, phone or active status",
+)
+async def patch_patient(
+    request: Request, caller: StaffCaller, patient_id: PatientId, body: PatientChange
+) -> PatientOut:
+    sent = body.model_fields_set
+    for field in ("email", "phone", "active"):
+        if field in sent and getattr(body, field) is None:
+            raise ApiError(422, "invalid_request", f"{field} cannot be null", field=field)
+    async with database(request).sessions.begin() as session:
+        patient = await _owned_patient(session, caller.practice.id, patient_id, for_update=True)
+        changed: dict[str, Any] = {}
+        for field in ("email", "phone"):
+            value = getattr(body, field)
+            if value is not None and value.strip() != getattr(patient, field):
+                setattr(patient, field, value.strip())
+                changed[field] = "changed"  # contact data stays out of the audit log
+        if body.active is not None and body.active != patient.active:
+            changed["active"] = {"previous": patient.active, "new": body.active}
+            patient.active = body.active
+        if changed:
+            patient.updated_at = utcnow()
+            await record_audit(
+                session,
+                caller.practice.id,
+                caller.actor,
+                "patient.update",
+                f"patient:{patient.patient_ref}",
+                changed,
+            )
+        accounts = await _accounts(session, [patient.id])
+        return _patient_out(patient, accounts.get(patient.id, []))
+
+
+@router.put(
+    "/patients/{patient_id}/accounts/{connection_id}",
+    response_model=AccountNumberSet,
+    responses={
+        **_NOT_FOUND,
+        409: {"model": ErrorEnvelope, "description": "another patient has that account number"},
+    },
+    summary="Set the patient's PMS account number on a connection",
+)
+async def put_account_number(
+    request: Request,
+    caller: StaffCaller,
+    patient_id: PatientId,
+    connection_id: ConnectionId,
+    body: AccountNumberIn,
+) -> AccountNumberSet:
+    try:
+        async with database(request).sessions.begin() as session:
+            patient = await _owned_patient(session, caller.practice.id, patient_id)
+            connection = await owned_connection(session, caller.practice.id, connection_id)
+            previous = await _account_number(session, patient.id, connection.id)
+            await set_account_number(
+                session, connection, patient.patient_ref, body.account_number, actor=caller.actor
+            )
+            waiting = await _awaiting_retry(session, patient.id, connection.id)
+    except IntegrityError:  # the same patient's number set by two requests at once
+        raise ApiError(
+            409,
+            "conflict",
+            "the account number was changed at the same moment; send it again",
+            field="account_number",
+        ) from None
+    return AccountNumberSet(
+        patient_id=patient_id,
+        connection_id=connection_id,
+        account_number=body.account_number.strip(),
+        previous_account_number=previous,
+        awaiting_retry=len(waiting),
+        awaiting_retry_ids=waiting,
+    )
+
+
+@router.delete(
+    "/patients/{patient_id}/accounts/{connection_id}",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"model": ErrorEnvelope, "description": "no such patient, connection or account number"}},
+    summary="Remove the patient's PMS account number on a connection",
+)
+async def delete_account_number(
+    request: Request, caller: StaffCaller, patient_id: PatientId, connection_id: ConnectionId
+) -> Response:
+    async with database(request).sessions.begin() as session:
+        patient = await _owned_patient(session, caller.practice.id, patient_id)
+        connection = await owned_connection(session, caller.practice.id, connection_id)
+        previous = await _account_number(session, patient.id, connection.id)
+        if previous is None:
+            raise ApiError(
+                404,
+                "not_found",
+                f"patient {patient_id} has no account number on connection {connection_id}",
+                field="connection_id",
+            )
+        await session.execute(
+            delete(PatientAccount).where(
+                PatientAccount.patient_id == patient.id, PatientAccount.connection_id == connection.id
+            )
+        )
+        await record_audit(
+            session,
+            caller.practice.id,
+            caller.actor,
+            "patient.account_number.remove",
+            f"patient:{patient.patient_ref}",
+            {"connection": connection.name, "previous": previous},
+        )
+    return Response(status_code=204)
+
+
+def _matching(query: Select[Patient], search: str) -> Select[Patient]:
+    """Every word must appear in the first or last name, the patient id, or one of the account numbers."""
+    for word in search.split()[:_SEARCH_WORDS]:
+        in_account = exists().where(
+            PatientAccount.patient_id == Patient.id,
+            PatientAccount.account_number.icontains(word, autoescape=True),
+        )
+        query = query.where(
+            or_(
+                Patient.first_name.icontains(word, autoescape=True),
+                Patient.last_name.icontains(word, autoescape=True),
+                Patient.patient_ref.icontains(word, autoescape=True),
+                in_account,
+            )
+        )
+    return query
+
+
+async def _owned_patient(
+    session: AsyncSession, practice_id: int, patient_id: int, *, for_update: bool = False
+) -> Patient:
+    """The caller's patient; another practice's is answered like one that does not exist."""
+    query = select(Patient).where(Patient.id == patient_id, Patient.practice_id == practice_id)
+    patient = await session.scalar(query.with_for_update() if for_update else query)
+    if patient is None:
+        raise ApiError(404, "not_found", f"no patient {patient_id}", field="patient_id")
+    return patient
+
+
+async def _accounts(session: AsyncSession, patient_ids: list[int]) -> dict[int, list[AccountOut]]:
+    if not patient_ids:
+        return {}
+    rows = await session.execute(
+        select(PatientAccount.patient_id, Connection.id, Connection.name, PatientAccount.account_number)
+        .join(Connection, Connection.id == PatientAccount.connection_id)
+        .where(PatientAccount.patient_id.in_(patient_ids))
+        .order_by(PatientAccount.patient_id, Connection.id)
+    )
+    found: dict[int, list[AccountOut]] = {}
+    for patient_id, connection_id, name, number in rows:
+        found.setdefault(patient_id, []).append(
+            AccountOut(connection_id=connection_id, connection=name, account_number=number)
+        )
+    return found
+
+
+async def _account_number(session: AsyncSession, patient_id: int, connection_id: int) -> str | None:
+    number: str | None = await session.scalar(
+        select(PatientAccount.account_number).where(
+            PatientAccount.patient_id == patient_id, PatientAccount.connection_id == connection_id
+        )
+    )
+    return number
+
+
+async def _awaiting_retry(session: AsyncSession, patient_id: int, connection_id: int) -> list[int]:
+    """The patient's writebacks on the connection that failed for want of a valid account number."""
+    rows = await session.scalars(
+        select(Writeback.id)
+        .join(
+            Transaction,
+            and_(Transaction.id == Writeback.transaction_id, Transaction.patient_id == patient_id),
+        )
+        .where(
+            Writeback.connection_id == connection_id,
+            Writeback.status == WritebackStatus.FAILED.value,
+            Writeback.error_code == LoadErrorCode.INVALID_PATIENT_ID.value,
+        )
+        .order_by(Writeback.id)
+    )
+    return list(rows)
+
+
+def _patient_out(patient: Patient, accounts: list[AccountOut]) -> PatientOut:
+    return PatientOut(
+        id=patient.id,
+        patient_ref=patient.patient_ref,
+        first_name=patient.first_name,
+        last_name=patient.last_name,
+        birth_date=patient.birth_date,
+        email=patient.email,
+        phone=patient.phone,
+        active=patient.active,
+        accounts=accounts,
+        created_at=patient.created_at,
+        updated_at=patient.updated_at,
+    )

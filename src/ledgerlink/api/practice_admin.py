@@ -1,0 +1,100 @@
+"""The caller's own practice: read it and change its name, time zone and patient capacity.
+
+There is no practice id in these paths: a token belongs to one practice and only ever sees that one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledgerlink.api.auth import database
+from ledgerlink.api.errors import ApiError, ErrorEnvelope
+from ledgerlink.api.writebacks import StaffCaller
+from ledgerlink.audit import record_audit
+from ledgerlink.practices import check_timezone
+from ledgerlink.store.models import Practice
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["practice"],
+    responses={
+        400: {"model": ErrorEnvelope, "description": "the body is not JSON"},
+        401: {"model": ErrorEnvelope},
+    },
+)
+
+
+class PracticeOut(BaseModel):
+    slug: str
+    name: str
+    timezone: str
+    patient_capacity: int | None
+    public_id: str | None = Field(description="the practice id a PMS presents with its merchant key")
+    created_at: datetime
+
+
+class PracticeChange(BaseModel):
+    """Only the fields sent are changed; `patient_capacity: null` removes the limit."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)  # no 1.0 or true taken for a capacity of 1
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")] | None = None
+    timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["America/Chicago"])] | None = None
+    patient_capacity: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+
+
+def practice_out(practice: Practice) -> PracticeOut:
+    return PracticeOut(
+        slug=practice.slug,
+        name=practice.name,
+        timezone=practice.timezone,
+        patient_capacity=practice.patient_capacity,
+        public_id=practice.public_id,
+        created_at=practice.created_at,
+    )
+
+
+@router.get("/practice", response_model=PracticeOut, summary="The caller's practice")
+async def get_practice(request: Request, caller: StaffCaller) -> PracticeOut:
+    async with database(request).sessions() as session:
+        practice = await session.get(Practice, caller.practice.id)
+    assert practice is not None  # the caller was authenticated against it in this request
+    return practice_out(practice)
+
+
+@router.patch(
+    "/practice",
+    response_model=PracticeOut,
+    responses={422: {"model": ErrorEnvelope, "description": "a field is not valid (named in `field`)"}},
+    summary="Change the practice's name, time zone or patient capacity",
+)
+async def patch_practice(request: Request, caller: StaffCaller, body: PracticeChange) -> PracticeOut:
+    sent = body.model_fields_set
+    if "name" in sent and body.name is None:
+        raise ApiError(422, "invalid_request", "the practice needs a name", field="name")
+    if "timezone" in sent:
+        if body.timezone is None:
+            raise ApiError(422, "invalid_request", "the practice needs a time zone", field="timezone")
+        check_timezone(body.timezone)
+    async with database(request).sessions.begin() as session:
+        practice = await session.get(Practice, caller.practice.id, with_for_update=True)
+        assert practice is not None
+        wanted = {
+            "name": body.name.strip() if body.name is not None else None,
+            "timezone": body.timezone,
+            "patient_capacity": body.patient_capacity,
+        }
+        changes: dict[str, Any] = {}
+        for field, value in wanted.items():
+            if field in sent and getattr(practice, field) != value:
+                changes[field] = {"previous": getattr(practice, field), "new": value}
+                setattr(practice, field, value)
+        if changes:
+            await record_audit(
+                session, practice.id, caller.actor, "practice.update", f"practice:{practice.slug}", changes
+            )
+        return practice_out(practice)
