@@ -150,9 +150,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(db: Database) -> AsyncIterator[Api]:
+async def api(db: Database, tmp_path: Path) -> AsyncIterator[Api]:
     practice, connection = await make_practice(db)
     async with db.sessions.begin() as session:
         issued = await issue_token(session, practice, "payment platform", actor="test")
-    with running_app(create_app(db.url)) as url:
+    with running_app(create_app(db.url, tmp_path)) as url:
         yield Api(url, practice, connection, issued.plain)

@@ -44,11 +44,14 @@ def served() -> Iterator[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'api.db'}"
         token = runtime.run(_practice_and_token(url))
-        with running_app(create_app(url)) as base_url:
+        with running_app(create_app(url, Path(tmp))) as base_url:
             yield base_url, token
 
 
-NO_INPUT = {"GET /v1/health"}
+def takes_no_input(operation: Any) -> bool:
+    """No parameters and no body: negative data cannot be generated for it."""
+    raw = operation.definition.raw
+    return not raw.get("parameters") and "requestBody" not in raw
 
 
 def test_every_operation_answers_as_documented(served: tuple[str, str]) -> None:
@@ -80,6 +83,6 @@ def test_every_operation_answers_as_documented(served: tuple[str, str]) -> None:
         try:
             check()
         except Unsatisfiable:
-            if mode is GenerationMode.NEGATIVE and operation.label in NO_INPUT:
+            if mode is GenerationMode.NEGATIVE and takes_no_input(operation):
                 continue  # nothing in the request to make invalid
             raise

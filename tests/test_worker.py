@@ -13,17 +13,21 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from datetime import time as clock_time
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, update
 
+from ledgerlink.notify.targets import add_target
+from ledgerlink.secrets import SecretBox
+from ledgerlink.settings import Settings
 from ledgerlink.sources.transaction_import import ingest_objects
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import Connection, SyncRun, Writeback
+from ledgerlink.store.models import Connection, Practice, SyncRun, Writeback
 from ledgerlink.worker import runner
 from ledgerlink.worker.runner import Worker, WorkerOptions
 from tests.test_crash_recovery import (
@@ -33,6 +37,7 @@ from tests.test_crash_recovery import (
     open_office,
     pms_payments,
 )
+from tests.test_notify import Mailbox, Smtp, free_port
 
 SALE_FEE = 300
 
@@ -344,3 +349,48 @@ async def assert_runs_never_overlapped(db: Database, connection_ids: list[int]) 
         if cid in previous:
             assert started >= previous[cid], f"two runs of connection {cid} overlapped"
         previous[cid] = finished
+
+
+@pytest.fixture
+def mail_server() -> Iterator[Smtp]:
+    """A real SMTP server on loopback (aiosmtpd) collecting what it receives."""
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield Smtp(port, mailbox)
+    finally:
+        controller.stop()
+
+
+async def test_the_worker_mails_the_digest_of_a_failed_writeback(
+    db: Database, tmp_path: Path, mail_server: Smtp
+) -> None:
+    """A sale whose patient has no account number fails; the worker's digest round mails it (aiosmtpd)."""
+    office = await open_office(db, tmp_path, patients=1)
+    async with db.sessions.begin() as session:
+        practice = await session.get(Practice, office.practice.id)
+        assert practice is not None
+        await add_target(
+            session, practice, "email", "desk@example.com", box=SecretBox.for_data_dir(tmp_path), actor="test"
+        )
+    async with office.db.engine.begin() as conn:
+        result = await ingest_objects(conn, office.practice, [sale("ch_orphan", "nobody", 12_345)])
+        assert result.applied
+    settings = Settings(data_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=mail_server.port).model_copy(
+        update={"digest_interval_seconds": 0.2}  # below the setting's floor of 10 s, for the test only
+    )
+    worker = Worker(db, tmp_path, WorkerOptions(poll_interval=0.05), settings=settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 20
+        while not mail_server.mailbox.to("desk@example.com"):
+            assert time.monotonic() < deadline, "no digest arrived"
+            await asyncio.sleep(0.05)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+    (mail,) = mail_server.mailbox.to("desk@example.com")
+    body = mail.get_body(("plain",))
+    assert body is not None and "120.45" in body.get_content()  # net of the 3.00 fee
+    assert await count_status(db, "failed") == 1

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from ledgerlink import __version__
-from ledgerlink.api import errors, ingest, reports, writebacks
+from ledgerlink.api import (
+    audit_log,
+    connections,
+    errors,
+    ingest,
+    notifications,
+    patient_imports,
+    patients,
+    people,
+    practice_admin,
+    pull,
+    reports,
+    stripe_webhook,
+    writebacks,
+)
 from ledgerlink.store.db import Database
 
 
@@ -18,13 +34,42 @@ class Health(BaseModel):
     version: str
 
 
-def create_app(database_url: str) -> FastAPI:
+# The route modules, in the order the OpenAPI document lists them.
+ROUTERS = (
+    ingest,
+    stripe_webhook,
+    writebacks,
+    reports,
+    practice_admin,
+    connections,
+    patients,
+    patient_imports,
+    people,
+    notifications,
+    audit_log,
+    pull,
+)
+
+
+def create_app(database_url: str, data_dir: Path | None = None) -> FastAPI:
+    """`data_dir` holds the installation's secret key (sealing webhook and PMS secrets); default: the
+    configured data directory."""
+    if data_dir is None:
+        from ledgerlink.settings import get_settings
+
+        data_dir = get_settings().data_dir
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = await Database.open(database_url)
         try:
             yield
         finally:
+            # A patient import running in the background records itself as interrupted when cancelled.
+            imports = list(getattr(app.state, "patient_import_tasks", ()))
+            for task in imports:
+                task.cancel()
+            await asyncio.gather(*imports, return_exceptions=True)
             await app.state.db.close()
 
     app = FastAPI(
@@ -33,10 +78,10 @@ def create_app(database_url: str) -> FastAPI:
         summary="Writes processed payments into practice-management ledgers, exactly once.",
         lifespan=lifespan,
     )
+    app.state.data_dir = data_dir
     errors.install(app)
-    app.include_router(ingest.router)
-    app.include_router(writebacks.router)
-    app.include_router(reports.router)
+    for module in ROUTERS:
+        app.include_router(module.router)
 
     @app.get("/v1/health", response_model=Health, tags=["service"], summary="Liveness")
     async def health() -> Health:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from ledgerlink.api.errors import ApiError
+from ledgerlink.secrets import SecretBox
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import Practice
 from ledgerlink.tokens import token_for
@@ -29,6 +30,11 @@ class Caller:
 def database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
+
+
+def secret_box(request: Request) -> SecretBox:
+    """The installation's sealing key (webhook signing secrets, PMS credentials)."""
+    return SecretBox.for_data_dir(request.app.state.data_dir)
 
 
 async def staff_caller(request: Request) -> Caller:

@@ -30,6 +30,7 @@ from ledgerlink.engine.sync import SyncOutcome, SyncProgress, run_sync
 from ledgerlink.errors import InvalidInput, LedgerlinkError, NotFound
 from ledgerlink.log import configure_logging
 from ledgerlink.practices import (
+    PULL_KIND,
     add_connection,
     create_practice,
     get_connection,
@@ -58,6 +59,17 @@ app.add_typer(patients_app, name="patients")
 app.add_typer(transactions_app, name="transactions")
 app.add_typer(writebacks_app, name="writebacks")
 app.add_typer(token_app, name="token")
+# Sub-command groups defined in modules of their own (a module adds its import and add_typer line here).
+from ledgerlink.cli.people_cli import keys_app, users_app  # noqa: E402
+
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+from ledgerlink.cli.stripe_cli import stripe_app  # noqa: E402
+
+app.add_typer(stripe_app, name="stripe")
+from ledgerlink.cli.notify_cli import notify_app  # noqa: E402
+
+app.add_typer(notify_app, name="notify")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -195,7 +207,12 @@ def practice_list() -> None:
 def connection_add(
     practice: PracticeOpt = None,
     name: Annotated[str, typer.Option(help="Connection name.")] = "pms",
-    kind: Annotated[str, typer.Option(help="Connector: sandbox or opendental.")] = "sandbox",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="Connector: sandbox, opendental, or pull (the PMS downloads through the pull API)."
+        ),
+    ] = "sandbox",
     setting: Annotated[
         list[str] | None, typer.Option("--setting", "-s", help="Connector setting key=value.")
     ] = None,
@@ -223,8 +240,9 @@ def connection_add(
             if kind == "sandbox":
                 raw.setdefault("path", f"{p.slug}-{name}.db")
                 raw.setdefault("timezone", p.timezone)
-            connector = open_connector(kind, raw, settings.data_dir)  # validates the settings
-            await connector.close()
+            if kind != PULL_KIND:  # a pull connection has no connector: the PMS downloads (docs/pull-api.md)
+                connector = open_connector(kind, raw, settings.data_dir)  # validates the settings
+                await connector.close()
             connection = await add_connection(
                 session,
                 p,
@@ -720,8 +738,43 @@ def serve(
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     err.print(f"ledgerlink API on http://{host}:{port}/v1 (OpenAPI: /openapi.json)")
-    app = create_app(settings.resolved_database_url)
+    app = create_app(settings.resolved_database_url, settings.data_dir)
     uvicorn.Server(uvicorn_config(app, host, port, log_level="warning")).run()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Connections synced at once by this process.")
+    ] = 200,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01, help="Seconds between full scans for due work (default 0.2 SQLite, 5 PostgreSQL)."
+        ),
+    ] = None,
+    grace: Annotated[float, typer.Option(min=0, help="Seconds running syncs get to end on SIGTERM.")] = 30.0,
+    once: Annotated[
+        bool, typer.Option(help="Sync everything due now, then exit (for cron or a test).")
+    ] = False,
+) -> None:
+    """Run instant and daily writeback until SIGTERM. Start as many as you like, on as many machines, against
+    one PostgreSQL (docs/deployment.md); on SQLite run one."""
+    from ledgerlink.worker.runner import Worker, WorkerOptions
+
+    options = WorkerOptions(concurrency=concurrency, poll_interval=poll_interval, grace=grace, once=once)
+
+    async def work(db: Database, settings: Settings) -> None:
+        if not once:
+            store = "SQLite (polling)" if db.is_sqlite else "PostgreSQL (LISTEN/NOTIFY)"
+            err.print(f"ledgerlink worker: {store}, {concurrency} connections at once; SIGTERM to stop")
+        stats = await Worker(db, settings.data_dir, options, settings=settings).run()
+        err.print(
+            f"worker stopped: {stats.runs} runs, {stats.recorded} writebacks recorded, "
+            f"{stats.failures} runs failed"
+        )
+
+    run(work)
 
 
 @app.command("od-peer")

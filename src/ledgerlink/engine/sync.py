@@ -35,7 +35,7 @@ from ledgerlink.connectors.base import (
     WriteResult,
 )
 from ledgerlink.domain.errors import LoadErrorCode
-from ledgerlink.domain.report import ReportCategory, SyncReport
+from ledgerlink.domain.report import ReportCategory, SyncReport, failure_category
 from ledgerlink.domain.rules import Defer, Fail, PostPayment, PostReversal, Skip, WritebackRules
 from ledgerlink.engine import lease
 from ledgerlink.engine.claims import claim, decide_batch
@@ -71,13 +71,6 @@ from ledgerlink.store.models import Alert, Connection, Practice, SyncRun
 from ledgerlink.store.models import Writeback as WritebackRow
 
 log = get_logger(__name__)
-
-
-_FAILURE_CATEGORIES = {
-    LoadErrorCode.INVALID_PATIENT_ID: ReportCategory.INVALID_PATIENT_ID,
-    # Left to staff by design (a task says what to enter): reported with what waits for a person.
-    LoadErrorCode.HELD_FOR_STAFF: ReportCategory.HELD_FOR_MANUAL,
-}
 
 
 INTENT_SLICE_CHUNKS = 4  # PMS calls' worth of writes marked in flight at a time
@@ -322,7 +315,7 @@ class _Sync:
         uncertain: bool = False,
     ) -> None:
         """Record a failure; `uncertain` keeps the mark that makes a later Retry look the write up first."""
-        category = _FAILURE_CATEGORIES.get(code, ReportCategory.IN_ERROR)
+        category = failure_category(code)
         batch.outcomes.append(
             Outcome(
                 item.writeback_id,

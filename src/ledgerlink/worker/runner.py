@@ -28,6 +28,7 @@ from ledgerlink.engine import lease
 from ledgerlink.engine.rate_limit import RateLimiter
 from ledgerlink.engine.sync import run_sync
 from ledgerlink.log import get_logger
+from ledgerlink.settings import Settings
 from ledgerlink.store.db import Database
 from ledgerlink.worker import scheduler
 from ledgerlink.worker.scheduler import Job
@@ -96,8 +97,12 @@ class Worker:
         options: WorkerOptions | None = None,
         *,
         on_run: Callable[[Job, int], None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        """With `settings`, the worker also sends the alert digests (e-mail, webhooks) every
+        `settings.digest_interval_seconds`: see ledgerlink/notify."""
         self.db = db
+        self.settings = settings
         self.data_dir = data_dir
         self.options = options or WorkerOptions()
         self.poll_interval = self.options.poll_interval or (0.2 if db.is_sqlite else 5.0)
@@ -124,6 +129,9 @@ class Worker:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_stop)
         listener = None if self.db.is_sqlite else asyncio.create_task(listen(self.db.url, self.wakeups))
+        digests = None
+        if self.settings is not None and not self.options.once:
+            digests = asyncio.create_task(self._send_digests(self.settings))
         log.info("worker.started", concurrency=self.options.concurrency, poll_s=self.poll_interval)
         try:
             if self.options.once:
@@ -134,9 +142,10 @@ class Worker:
                     if not self.stop.is_set():
                         await self._pass(announced)
         finally:
-            if listener is not None:
-                listener.cancel()
-                await asyncio.gather(listener, return_exceptions=True)
+            for helper in (listener, digests):
+                if helper is not None:
+                    helper.cancel()
+                    await asyncio.gather(helper, return_exceptions=True)
             await self._shut_down()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -194,6 +203,7 @@ class Worker:
         except Exception as exc:  # one connection's trouble must not stop the others
             self.stats.failures += 1
             delay = self._backoff.failed(cid, self.options.error_backoff_max)
+            await self._release(job)
             log.warning(
                 "worker.run_failed",
                 connection_id=cid,
@@ -202,7 +212,6 @@ class Worker:
                 detail=str(exc)[:300],
                 retry_in_s=delay,
             )
-            await self._release(job)
         else:
             self.stats.runs += 1
             self.stats.recorded += outcome.recorded
@@ -217,6 +226,26 @@ class Worker:
             self._running.pop(cid, None)
             # Work may have arrived for this practice while its connection was busy.
             self.wakeups.announce(job.practice_id)
+
+    async def _send_digests(self, settings: Settings) -> None:
+        """Every interval, the digests of new alerts; several workers may run this (notify/claim.py keeps
+        a practice's digest to one sender at a time)."""
+        from ledgerlink.notify.digest import send_digests
+
+        while True:
+            await asyncio.sleep(settings.digest_interval_seconds)
+            try:
+                summary = await send_digests(self.db, settings)
+            except Exception as exc:  # the next round tries again; writeback goes on regardless
+                log.warning("worker.digest_failed", error=type(exc).__name__)
+                continue
+            if summary.digests or summary.errors:
+                log.info(
+                    "worker.digests",
+                    practices=len(summary.digests),
+                    alerts=summary.alerts_notified,
+                    failed_targets=len(summary.failures),
+                )
 
     async def _connector(self, job: Job) -> PmsConnector:
         """One connector per connection for the worker's life (connections pools, caches), rebuilt when its

@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledgerlink.clock import time_zone
 from ledgerlink.engine import lease
 from ledgerlink.engine.claims import due_filter
+from ledgerlink.practices import PULL_KIND  # the PMS downloads these itself: no worker runs them
 from ledgerlink.store.models import Connection, Practice, SyncRun
 from ledgerlink.store.models import Transaction as TransactionRow
 
 _C = cast(Table, Connection.__table__)
-PULL_KIND = "pull"  # written by the PMS itself through the pull API: no worker runs these
 
 
 @dataclass(frozen=True, slots=True)
