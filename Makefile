@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench bench-fanout clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,10 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.bench_sync && $(BIN)/python -m bench.bench_report && $(BIN)/python -m bench.bench_patient_import && $(BIN)/python -m bench.bench_opendental
+	$(BIN)/python -m bench.bench_sync && $(BIN)/python -m bench.bench_report && $(BIN)/python -m bench.bench_patient_import && $(BIN)/python -m bench.bench_opendental && $(BIN)/python -m bench.bench_ingest && $(BIN)/python -m bench.bench_instant
+
+bench-fanout: $(STAMP)  # 10,000 Open Dental offices: about 10 minutes with its set-up
+	$(BIN)/python -m bench.bench_fanout
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

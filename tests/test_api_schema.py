@@ -23,6 +23,7 @@ from schemathesis.generation import GenerationMode
 
 from ledgerlink import runtime
 from ledgerlink.api.app import create_app
+from ledgerlink.api.openapi_doc import render
 from ledgerlink.practices import create_practice
 from ledgerlink.serving import running_app
 from ledgerlink.store.db import Database
@@ -86,3 +87,9 @@ def test_every_operation_answers_as_documented(served: tuple[str, str]) -> None:
             if mode is GenerationMode.NEGATIVE and takes_no_input(operation):
                 continue  # nothing in the request to make invalid
             raise
+
+
+def test_the_published_openapi_file_is_the_apps() -> None:
+    """docs/openapi.json is what the code serves: regenerate it with `python -m ledgerlink.api.openapi_doc`."""
+    published = Path(__file__).parent.parent / "docs" / "openapi.json"
+    assert published.read_text() == render(), "docs/openapi.json is stale: regenerate it (see its docs)"

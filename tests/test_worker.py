@@ -394,3 +394,22 @@ async def test_the_worker_mails_the_digest_of_a_failed_writeback(
     body = mail.get_body(("plain",))
     assert body is not None and "120.45" in body.get_content()  # net of the 3.00 fee
     assert await count_status(db, "failed") == 1
+
+
+async def test_a_worker_with_fewer_slots_than_due_connections_serves_them_all(
+    db: Database, tmp_path: Path
+) -> None:
+    """With every slot taken the loop must wait for a run to end, not spin (which would starve the runs)."""
+    offices = [await open_office(db, tmp_path, patients=1, slug=f"o{i}", latency_ms=20) for i in range(4)]
+    for office in offices:
+        await ingest_sales(office, 3)
+    worker = Worker(db, tmp_path, WorkerOptions(concurrency=1, poll_interval=0.05))
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_for(db, "every office's sales", lambda: _equals(count_status(db, "posted"), 12), limit=30)
+    finally:
+        worker.request_stop()
+        stats = await asyncio.wait_for(task, 30)
+    assert stats.runs >= 4
+    for office in offices:
+        await assert_exactly_once(office)

@@ -116,6 +116,7 @@ class Worker:
         self._limiters: dict[int, RateLimiter] = {}
         self._backoff = _Backoff()
         self._next_daily = 0.0
+        self._backlog = False  # a pass found every slot taken: scan fully when one frees
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -141,6 +142,9 @@ class Worker:
                     announced = await self.wakeups.wait(self.poll_interval)
                     if not self.stop.is_set():
                         await self._pass(announced)
+                    # Let the runs work: a wake-up already pending would otherwise make this loop spin
+                    # without ever yielding to them.
+                    await asyncio.sleep(0)
         finally:
             for helper in (listener, digests):
                 if helper is not None:
@@ -167,7 +171,7 @@ class Worker:
         """Take what is due (announced practices only, unless a full scan) and start a sync for each."""
         free = self.options.concurrency - len(self._running)
         if free <= 0:
-            self.wakeups.announce(None)  # look again, fully, when a run ends (see _run)
+            self._backlog = True  # look again, fully, when a run ends (see _run)
             return 0
         skip = set(self._running) | self._backoff.blocked(announced, self._practice_of)
         now = utcnow()
@@ -224,8 +228,10 @@ class Worker:
                 self._on_run(job, outcome.recorded)
         finally:
             self._running.pop(cid, None)
-            # Work may have arrived for this practice while its connection was busy.
-            self.wakeups.announce(job.practice_id)
+            # Work may have arrived for this practice while its connection was busy, or for anyone while
+            # every slot was taken.
+            self.wakeups.announce(None if self._backlog else job.practice_id)
+            self._backlog = False
 
     async def _send_digests(self, settings: Settings) -> None:
         """Every interval, the digests of new alerts; several workers may run this (notify/claim.py keeps
