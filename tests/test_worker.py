@@ -13,13 +13,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from datetime import time as clock_time
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, update
 
 from ledgerlink.notify.targets import add_target
@@ -37,7 +36,10 @@ from tests.test_crash_recovery import (
     open_office,
     pms_payments,
 )
-from tests.test_notify import Mailbox, Smtp, free_port
+from tests.test_notify import (
+    Smtp,
+    smtp,  # noqa: F401  (the fixture: a real SMTP server, aiosmtpd)
+)
 
 SALE_FEE = 300
 
@@ -351,20 +353,10 @@ async def assert_runs_never_overlapped(db: Database, connection_ids: list[int]) 
         previous[cid] = finished
 
 
-@pytest.fixture
-def mail_server() -> Iterator[Smtp]:
-    """A real SMTP server on loopback (aiosmtpd) collecting what it receives."""
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield Smtp(port, mailbox)
-    finally:
-        controller.stop()
-
-
 async def test_the_worker_mails_the_digest_of_a_failed_writeback(
-    db: Database, tmp_path: Path, mail_server: Smtp
+    db: Database,
+    tmp_path: Path,
+    smtp: Smtp,  # noqa: F811  (the fixture imported above)
 ) -> None:
     """A sale whose patient has no account number fails; the worker's digest round mails it (aiosmtpd)."""
     office = await open_office(db, tmp_path, patients=1)
@@ -377,20 +369,20 @@ async def test_the_worker_mails_the_digest_of_a_failed_writeback(
     async with office.db.engine.begin() as conn:
         result = await ingest_objects(conn, office.practice, [sale("ch_orphan", "nobody", 12_345)])
         assert result.applied
-    settings = Settings(data_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=mail_server.port).model_copy(
+    settings = Settings(data_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=smtp.port).model_copy(
         update={"digest_interval_seconds": 0.2}  # below the setting's floor of 10 s, for the test only
     )
     worker = Worker(db, tmp_path, WorkerOptions(poll_interval=0.05), settings=settings)
     task = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + 20
-        while not mail_server.mailbox.to("desk@example.com"):
+        while not smtp.mailbox.to("desk@example.com"):
             assert time.monotonic() < deadline, "no digest arrived"
             await asyncio.sleep(0.05)
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 30)
-    (mail,) = mail_server.mailbox.to("desk@example.com")
+    (mail,) = smtp.mailbox.to("desk@example.com")
     body = mail.get_body(("plain",))
     assert body is not None and "120.45" in body.get_content()  # net of the 3.00 fee
     assert await count_status(db, "failed") == 1

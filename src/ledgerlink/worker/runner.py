@@ -17,7 +17,6 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +95,6 @@ class Worker:
         data_dir: Path,
         options: WorkerOptions | None = None,
         *,
-        on_run: Callable[[Job, int], None] | None = None,
         settings: Settings | None = None,
     ) -> None:
         """With `settings`, the worker also sends the alert digests (e-mail, webhooks) every
@@ -109,11 +107,10 @@ class Worker:
         self.stop = asyncio.Event()
         self.stats = WorkerStats()
         self.wakeups = Wakeups()
-        self._on_run = on_run
         self._running: dict[int, asyncio.Task[None]] = {}
         self._practice_of: dict[int, int] = {}
         self._connectors: dict[int, tuple[str, PmsConnector]] = {}
-        self._limiters: dict[int, RateLimiter] = {}
+        self._limiters: dict[int, tuple[float | None, RateLimiter]] = {}
         self._backoff = _Backoff()
         self._next_daily = 0.0
         self._backlog = False  # a pass found every slot taken: scan fully when one frees
@@ -224,8 +221,6 @@ class Worker:
                 self._backoff.succeeded(cid)
             else:
                 self._backoff.idle(cid, self.options.idle_backoff)
-            if self._on_run is not None:
-                self._on_run(job, outcome.recorded)
         finally:
             self._running.pop(cid, None)
             # Work may have arrived for this practice while its connection was busy, or for anyone while
@@ -269,10 +264,11 @@ class Worker:
 
     def _limiter(self, cid: int, connector: PmsConnector) -> RateLimiter:
         """Per connection, shared by its back-to-back runs in this process."""
-        limiter = self._limiters.get(cid)
-        if limiter is None or limiter.interval != _interval(connector):
-            limiter = self._limiters[cid] = RateLimiter(connector.limits.requests_per_second)
-        return limiter
+        rate = connector.limits.requests_per_second
+        kept = self._limiters.get(cid)
+        if kept is None or kept[0] != rate:
+            kept = self._limiters[cid] = (rate, RateLimiter(rate))
+        return kept[1]
 
     async def _release(self, job: Job) -> None:
         """A run that failed before or outside the engine (bad settings, unreachable store): free the lease
@@ -295,8 +291,3 @@ class Worker:
             with contextlib.suppress(Exception):
                 await connector.close()
         self._connectors.clear()
-
-
-def _interval(connector: PmsConnector) -> float:
-    rate = connector.limits.requests_per_second
-    return 1.0 / rate if rate else 0.0

@@ -135,12 +135,10 @@ async def take_daily(
     jobs = await _write_leases(session, picked, now, holders)
     if jobs:
         connection = await session.connection()
-        for job in jobs:
-            await connection.execute(
-                update(Connection)
-                .where(Connection.id == job.connection_id)
-                .values(last_daily_on=job.daily_on)
-            )
+        await connection.execute(
+            update(_C).where(_C.c.id == bindparam("cid")).values(last_daily_on=bindparam("day")),
+            [{"cid": job.connection_id, "day": job.daily_on} for job in jobs],
+        )
     return jobs
 
 
