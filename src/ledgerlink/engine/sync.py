@@ -114,7 +114,7 @@ async def run_sync(
     transactions that are due (retries, late arrivals) are still written.
 
     A worker passes the lease `owner` it already took for the connection, a `stop` event (set on
-    shutdown: the run ends after the batch in hand, recording everything it wrote) and the connection's
+    shutdown: the run ends after the slice of writes in hand, recording everything it wrote) and the connection's
     `limiter`, which outlives the run so that back-to-back runs keep to the PMS's rate together.
     """
     if dry_run:
@@ -193,6 +193,10 @@ class _Sync:
         log.info("sync.finished", run_id=self.run_id, written=self.done)
         return SyncOutcome(self.run_id, report, dry_run=False, recorded=self.done)
 
+    @property
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
     def _report_progress(self) -> None:
         if self.progress is not None:
             self.progress(SyncProgress(self.done, max(self.total, self.done)))
@@ -215,7 +219,7 @@ class _Sync:
                 r, d = await self._process_batch(items)
                 recorded += r
                 deferred += d
-                if self.stop is not None and self.stop.is_set():
+                if self._stopping:
                     return  # shutting down: what is left stays due for the next run
                 if len(items) < CLAIM_BATCH:
                     break  # a short batch ends the pass: asking again would only find nothing
@@ -289,7 +293,7 @@ class _Sync:
         # Each slice's outcomes are recorded as soon as it is written, with the decisions above in the first.
         recorded = 0
         for written in _chunks(writes, self.connector.limits.batch_size * INTENT_SLICE_CHUNKS):
-            if self.stop is not None and self.stop.is_set():
+            if self._stopping:
                 break
             await self._mark_in_flight(written, now)
             await self._write(written, batch)
