@@ -130,6 +130,7 @@ async def run_demo(
         f"[bold]1.[/] Practice [bold]{practice.name}[/] ({slug}, {TIMEZONE}) with a sandbox PMS "
         f"at {settings.sandbox_dir / sandbox_file}; insurance payments are set to manual posting."
     )
+    passwords = await add_dashboard_users(db, slug)
 
     office = open_sandbox_office(f"sqlite:///{settings.sandbox_dir / sandbox_file}", TIMEZONE)
     try:
@@ -169,6 +170,11 @@ async def run_demo(
     out.print(report_table(outcome.report, f"Sync report: {practice.name} / run {outcome.run_id}"))
     exe = _command_name()
     out.print(
+        f"\n[bold]The dashboard[/]: run `{exe} serve` and open http://127.0.0.1:8080/ ; practice [bold]{slug}[/],\n"
+        + "".join(f"  user [bold]{user}[/] password [bold]{password}[/]\n" for user, password in passwords.items())
+        + "  (shown once; `ledgerlink users set-password` sets another)"
+    )
+    out.print(
         "\n[bold]Try next[/] (the data lives in "
         f"{settings.data_dir}; set LEDGERLINK_DATA_DIR to use another place):\n"
         f"  {exe} writebacks list --status failed       # what failed, and why\n"
@@ -179,6 +185,30 @@ async def run_demo(
         f"  {exe} writebacks clear ID                   # or: mark one as posted by hand\n"
         f"  {exe} report --format csv                   # the last report, for a spreadsheet\n"
     )
+
+
+async def add_dashboard_users(db: Database, slug: str) -> dict[str, str]:
+    """An administrator and a front-desk user with fresh random passwords, returned to be shown once."""
+    import secrets
+
+    from ledgerlink.passwords import set_password
+    from ledgerlink.users import IMPORT_PATIENTS, PRIVILEGES, RETRY_CLEAR, RUN_SYNC, VIEW_REPORTS, create_user
+
+    people = {
+        "admin": ("Practice Administrator", PRIVILEGES),
+        "frontdesk": ("Front Desk", (VIEW_REPORTS, RUN_SYNC, RETRY_CLEAR, IMPORT_PATIENTS)),
+    }
+    passwords = {}
+    async with db.sessions.begin() as session:
+        practice = await find_practice(session, slug)
+        assert practice is not None
+        for username, (name, privileges) in people.items():
+            user = await create_user(
+                session, practice, username, actor="demo", display_name=name, privileges=privileges
+            )
+            passwords[username] = secrets.token_urlsafe(9)
+            await set_password(session, user, passwords[username], actor="demo")
+    return passwords
 
 
 def _command_name() -> str:

@@ -83,6 +83,10 @@ def create_app(database_url: str, data_dir: Path | None = None) -> FastAPI:
     for module in ROUTERS:
         app.include_router(module.router)
 
+    from ledgerlink import web
+
+    web.install(app)
+
     @app.get("/v1/health", response_model=Health, tags=["service"], summary="Liveness")
     async def health() -> Health:
         return Health(status="ok", version=__version__)

@@ -16,6 +16,7 @@ import typer
 from ledgerlink.access_keys import CLERK, MERCHANT, IssuedKey, is_live, list_keys, live_keys
 from ledgerlink.errors import Conflict, InvalidInput
 from ledgerlink.login_hours import describe, parse_window
+from ledgerlink.passwords import set_password
 from ledgerlink.practices import resolve_practice
 from ledgerlink.users import PRIVILEGES, create_user, find_user, list_users, update_user
 
@@ -126,6 +127,32 @@ def users_set_hours(
                 session, await find_user(session, p, username), actor=_cli().ACTOR, login_hours=_hours(hours)
             )
         _cli().err.print(f"{user.username} may sign in {describe(user.login_hours)} ({p.timezone})")
+
+    _cli().run(work)
+
+
+@users_app.command("set-password")
+def users_set_password(
+    username: str,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (for scripts).")
+    ] = False,
+    practice: PracticeOpt = None,
+) -> None:
+    """Set a user's dashboard password (asked twice, not echoed). Ends the user's dashboard sessions."""
+    import sys
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+
+    async def work(db: Database, _: Settings) -> None:
+        async with db.sessions.begin() as session:
+            p = await resolve_practice(session, practice)
+            user = await find_user(session, p, username)
+            await set_password(session, user, password, actor=_cli().ACTOR)
+        _cli().err.print(f"{user.username} can now sign in to the dashboard of {p.slug!r}")
 
     _cli().run(work)
 

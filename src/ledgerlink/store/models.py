@@ -78,6 +78,8 @@ class Practice(Base):
     patient_capacity: Mapped[int | None] = mapped_column(Integer, default=None)
     # The public practice id a PMS presents with its merchant key (the seeds' CP_ID); set with the first key.
     public_id: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
+    # How the dashboard writes money and dates for this practice (a Babel/CLDR locale such as en_US).
+    locale: Mapped[str] = mapped_column(String(16), default="en_US", server_default="en_US")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -324,7 +326,24 @@ class User(Base):
     # [{"days": [0..6 (Monday=0)], "start": "HH:MM", "end": "HH:MM"}]; empty: any time.
     login_hours: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # argon2 hash of the dashboard password; None: this user cannot sign in to the dashboard.
+    password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebSession(Base):
+    """A signed-in dashboard session. The browser holds the token; only its SHA-256 is stored, so a copy
+    of the database signs no one in. Signing out deletes the row."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
 
 
 class AccessKey(Base):
