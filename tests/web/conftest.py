@@ -224,7 +224,7 @@ def sign_in(
 ) -> None:
     """Sign in through the form, as a person would (labels find the fields). Stays on the sign-in page a
     redirect already showed, so its "next" (the page asked for) is kept."""
-    if not page.url.split("?")[0] == dashboard.url + "/":
+    if page.url.split("?")[0] != dashboard.url + "/":
         page.goto(dashboard.url + "/")
     page.get_by_label("Practice").fill(PRACTICE)
     page.get_by_label("Username").fill(username)
