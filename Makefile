@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit browser bench bench-fanout clean
+.PHONY: run test lint typecheck unit browser screenshots bench bench-fanout clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ unit: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+screenshots: $(STAMP) browser  # re-take docs/screenshots/*.png from the browser tests
+	LEDGERLINK_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/web
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_sync && $(BIN)/python -m bench.bench_report && $(BIN)/python -m bench.bench_patient_import && $(BIN)/python -m bench.bench_opendental && $(BIN)/python -m bench.bench_ingest && $(BIN)/python -m bench.bench_instant
