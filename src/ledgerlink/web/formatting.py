@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_time
 from babel.numbers import format_currency, format_decimal
 
 from ledgerlink.clock import time_zone
@@ -51,7 +51,8 @@ class PracticeFormat:
         """An instant on the practice's wall clock, e.g. 'Dec 3, 2026, 9:14 AM'."""
         if value is None:
             return ""
-        return format_datetime(value, "medium", tzinfo=time_zone(self.timezone), locale=self.locale)
+        local = value.astimezone(time_zone(self.timezone))
+        return f"{format_date(local, 'medium', locale=self.locale)}, {format_time(local, 'short', locale=self.locale)}"
 
     def iso_day(self, value: date | None) -> str:
         return value.isoformat() if value else ""
