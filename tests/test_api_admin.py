@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from ledgerlink.api import patient_imports
 from ledgerlink.api.app import create_app
 from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings
 from ledgerlink.engine.sync import run_sync
+from ledgerlink.patients import uploads
 from ledgerlink.secrets import SecretBox
 from ledgerlink.serving import running_app
 from ledgerlink.store.db import Database
@@ -321,7 +321,7 @@ async def test_patient_import_refusals_change_nothing(
     admin: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     csv_type = {"Content-Type": "text/csv"}
-    monkeypatch.setattr(patient_imports, "MAX_UPLOAD_BYTES", 2000)
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 2000)
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit is enforced while streaming
         for _ in range(10):
