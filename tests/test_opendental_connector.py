@@ -1239,3 +1239,38 @@ async def test_an_unreadable_read_fails_the_entry_instead_of_the_sync(
     with pytest.raises(PmsRejected, match="cannot read"):
         await connector.find_write(_payment("ll-wb-1", "7", fee=300))  # found: reads adjustment types
     await connector.close()
+
+
+async def test_search_patients_asks_open_dental_by_name_and_by_birth_date(tmp_path: Path) -> None:
+    office_url = f"sqlite:///{tmp_path}/opendental.db"
+    office = OpenDentalOffice.open(office_url, create=True)
+    born = date(1971, 4, 2)
+    same = office.add_patient("Quinn", "Tess", birthdate=born)
+    other_birthday = office.add_patient("Quinn", "Tess", birthdate=date(1980, 1, 1))
+    nickname = office.add_patient("Quinn", "Teresa", birthdate=born)
+    office.add_patient("Quinnell", "Tess", birthdate=born)  # Open Dental's prefix match finds it; not a match
+    office.add_patient("Quinn", "Sam")
+    deleted = office.add_patient("Quinn", "Tess", birthdate=born)
+    office.set_patient_status(deleted, 4)
+    config = PeerConfig(
+        database_url=office_url, keys=[ApiKey(developer_key="dev", customer_key="k", requests_per_second=50)]
+    )
+    try:
+        with running_peer(config, office=office) as peer_url:
+            raw = {"base_url": f"{peer_url}/api/v1", "developer_key": "dev", "customer_key": "k",
+                   "requests_per_second": 50, "task_list_num": 1, "task_user_num": 1}  # fmt: skip
+            connector = OpenDentalConnector(OpenDentalSettings.model_validate(raw))
+            found = await connector.search_patients("quinn ", "TESS", born)
+            by_name = await connector.search_patients("Quinn", "Tess", None)
+            nobody = await connector.search_patients("Nobody", "Tess", born)
+            await connector.close()
+            async with httpx.AsyncClient() as http:
+                stats = (await http.get(f"{peer_url}/_peer/stats")).json()
+    finally:
+        office.close()
+    assert sorted(int(p.pms_id) for p in found) == [same, other_birthday, nickname]
+    assert {p.account_number for p in found} == {str(same), str(other_birthday), str(nickname)}
+    assert {int(p.pms_id): p.birth_date for p in found}[same] == born
+    assert sorted(int(p.pms_id) for p in by_name) == [same, other_birthday]
+    assert nobody == []
+    assert stats["requests"] == 2 + 1 + 2  # by name and by birth date; by name only without a birth date

@@ -123,6 +123,12 @@ def test_reference_data_and_staff_notes_in_open_dentals_shapes(od_peer: OdPeerFa
         assert patient["Birthdate"] == "0001-01-01" and patient["ChartNumber"] == "A100"
         prefix = client.get("/patients", params={"ChartNumber": "A100"}).json()
         assert sorted(p["ChartNumber"] for p in prefix) == ["A100", "A1001"]  # a prefix match (§9.4)
+        # The name and birth date filters of Patients GET (multiple): names from their start, any case.
+        smiths = client.get("/patients", params={"LName": "smi", "FName": "JA"}).json()
+        assert [(p["LName"], p["FName"]) for p in smiths] == [("Smith", "Jane")]
+        assert client.get("/patients", params={"LName": "Smith", "Birthdate": "1999-01-01"}).json() == []
+        assert client.get("/patients", params={"Birthdate": "1990-13-01"}).status_code == 400
+        assert client.get("/patients").status_code == 400
 
         adjustment = client.post(
             "/adjustments",

@@ -359,3 +359,41 @@ def test_the_sandbox_sits_on_a_sqlite_file_or_a_mariadb_database(tmp_path: Path)
         sandbox_settings({"database_url": "postgresql+psycopg://localhost/od"}, tmp_path)
     with pytest.raises(ValueError, match="path"):
         SandboxSettings()
+
+
+async def test_search_patients_suggests_active_patients_by_name_and_birth_date(
+    office_settings: SandboxSettings,
+) -> None:
+    pms = SandboxConnector(office_settings)
+    born = date(1971, 4, 2)
+    same = pms.office.add_patient("Quinn", "Tess", birthdate=born)
+    other_birthday = pms.office.add_patient("QUINN ", "tess", birthdate=date(1980, 1, 1))
+    nickname = pms.office.add_patient("Quinn", "Teresa", birthdate=born)
+    pms.office.add_patient("Quinn", "Sam", birthdate=date(1990, 5, 5))  # another first name and birthday
+    pms.office.add_patient("Quinnell", "Tess", birthdate=born)  # a longer last name: not the same
+    deleted = pms.office.add_patient("Quinn", "Tess", birthdate=born)
+    pms.office.set_patient_status(deleted, PAT_STATUS_DELETED)
+
+    found = await pms.search_patients(" quinn", "Tess ", born)
+    assert sorted(int(p.pms_id) for p in found) == [same, other_birthday, nickname]
+    assert {p.account_number for p in found} == {str(same), str(other_birthday), str(nickname)}
+    by_id = {int(p.pms_id): p for p in found}
+    assert by_id[same].birth_date == born and by_id[nickname].first_name == "Teresa"
+
+    assert sorted(int(p.pms_id) for p in await pms.search_patients("Quinn", "Tess", None)) == [
+        same,
+        other_birthday,
+    ]
+    assert await pms.search_patients("  ", "Tess", born) == []
+    await pms.close()
+
+
+async def test_search_patients_in_chart_number_mode_offers_chart_numbers(
+    office_settings: SandboxSettings,
+) -> None:
+    pms = SandboxConnector(office_settings.model_copy(update={"account_number": "chartnumber"}))
+    charted = pms.office.add_patient("Diaz", "Ana", chart_number="D-17")
+    pms.office.add_patient("Diaz", "Ana")  # no chart number: nothing to offer as an account number
+    found = await pms.search_patients("Diaz", "Ana", None)
+    assert [(p.pms_id, p.account_number) for p in found] == [(str(charted), "D-17")]
+    await pms.close()

@@ -38,6 +38,20 @@ class PmsPatient:
     birth_date: date | None
 
 
+def same_name(a: str, b: str) -> bool:
+    """Names as staff would compare them: ignoring case and surrounding spaces."""
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def is_suggestion(patient: PmsPatient, last_name: str, first_name: str, birth_date: date | None) -> bool:
+    """Whether a PMS patient answers `search_patients`: same last name, and the same first name or birth date."""
+    if not last_name.strip() or not same_name(patient.last_name, last_name):
+        return False
+    return same_name(patient.first_name, first_name) or (
+        birth_date is not None and patient.birth_date == birth_date
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentEntry:
     idempotency_key: str  # travels into the PMS record so an uncertain write can be found again
@@ -115,6 +129,15 @@ class PmsConnector(Protocol):
 
     async def find_patient(self, account_number: str) -> PmsPatient | None:
         """The patient with this account number, or None when the PMS has no such (active) patient."""
+        ...
+
+    async def search_patients(
+        self, last_name: str, first_name: str, birth_date: date | None
+    ) -> list[PmsPatient]:
+        """The PMS's active patients with this last name and either this first name or this birth date
+        (names compared ignoring case and surrounding spaces; no birth date: by name only), each with the
+        account number ledgerlink would use for them. For staff picking the patient of an Invalid Patient
+        ID: a suggestion, never a match ledgerlink acts on by itself."""
         ...
 
     async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:

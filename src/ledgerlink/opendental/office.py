@@ -400,6 +400,24 @@ class OpenDentalOffice:
         with self._read() as conn:
             return [_patient(row) for row in conn.execute(query)]
 
+    def patients_matching(
+        self, *, last_name: str = "", first_name: str = "", birthdate: date | None = None
+    ) -> list[OdPatient]:
+        """As `GET /patients?LName=&FName=&Birthdate=`: names match from their start ignoring case, the birth
+        date exactly; the filters given all apply; deleted patients included, as in the ChartNumber search.
+
+        The caller compares names exactly itself, as it does for ChartNumber.
+        """
+        query = select(t.patient).order_by(t.patient.c.PatNum)
+        for column, prefix in ((t.patient.c.LName, last_name), (t.patient.c.FName, first_name)):
+            if prefix:
+                escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                query = query.where(func.lower(column).like(escaped + "%", escape="\\"))
+        if birthdate is not None:
+            query = query.where(t.patient.c.Birthdate == birthdate)
+        with self._read() as conn:
+            return [_patient(row) for row in conn.execute(query)]
+
     def definitions(self, category: int) -> list[OdDefinition]:
         """All definitions of a category in Open Dental's display order, hidden ones included (still valid)."""
         query = (

@@ -40,6 +40,7 @@ from ledgerlink.connectors.base import (
     PmsWrite,
     ReversalEntry,
     WriteResult,
+    is_suggestion,
 )
 from ledgerlink.connectors.opendental.client import (
     OdAnswer,
@@ -220,6 +221,42 @@ class OpenDentalConnector:
         if not isinstance(patient, dict) or _is_deleted(patient):
             return None
         return _pms_patient(patient, account)
+
+    async def search_patients(
+        self, last_name: str, first_name: str, birth_date: date | None
+    ) -> list[PmsPatient]:
+        """Two searches of `GET /patients` (Patients GET multiple): LName with FName, then LName with
+        Birthdate. Relied on from Open Dental's API documentation: LName and FName are optional filters
+        matched from the start of the name, ignoring case, and Birthdate is an exact yyyy-MM-dd filter;
+        deleted patients can be listed. Some list filters are silently ignored by some versions
+        (research §3.3), so every row is checked here again and only exact names count."""
+        last = last_name.strip()
+        if not last:
+            return []
+        searches: list[dict[str, Any]] = [{"LName": last, "FName": first_name.strip()}]
+        if birth_date is not None:
+            searches.append({"LName": last, "Birthdate": birth_date.isoformat()})
+        found: dict[int, PmsPatient] = {}
+        with _understood():
+            for params in searches:
+                try:
+                    rows = await self.client.get_list("patients", {k: v for k, v in params.items() if v})
+                except OdAnswer as exc:
+                    if exc.status == 404:
+                        continue
+                    raise PmsRejected(f"Open Dental refused the patient search: {exc.message}") from None
+                for row in rows:
+                    if _is_deleted(row):
+                        continue
+                    account = (
+                        str(as_int(row.get("PatNum")))
+                        if self.settings.account_number == "patnum"
+                        else as_text(row.get("ChartNumber")).strip()
+                    )
+                    patient = _pms_patient(row, account)
+                    if account and is_suggestion(patient, last_name, first_name, birth_date):
+                        found.setdefault(as_int(row.get("PatNum")), patient)
+        return list(found.values())
 
     async def _chart_number_patients(self, chart_number: str) -> list[dict[str, Any]]:
         """Non-deleted patients whose ChartNumber is exactly this (Open Dental's search is a prefix match)."""

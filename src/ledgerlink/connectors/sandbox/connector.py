@@ -52,6 +52,7 @@ from ledgerlink.connectors.base import (
     PmsWrite,
     ReversalEntry,
     WriteResult,
+    is_suggestion,
 )
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.domain.money import Cents
@@ -363,6 +364,34 @@ class SandboxConnector:
         return PmsPatient(
             str(patient.pat_num), account_number, patient.first_name, patient.last_name, patient.birthdate
         )
+
+    async def search_patients(
+        self, last_name: str, first_name: str, birth_date: date | None
+    ) -> list[PmsPatient]:
+        await self._call()
+        if not last_name.strip():
+            return []
+        with _before_writing():
+            candidates = self.office.patients_matching(last_name=last_name.strip())
+        found = []
+        for patient in candidates:
+            account = (
+                str(patient.pat_num) if self.settings.account_number == "patnum" else patient.chart_number
+            )
+            pms = PmsPatient(
+                str(patient.pat_num),
+                account.strip(),
+                patient.first_name,
+                patient.last_name,
+                patient.birthdate,
+            )
+            if (
+                patient.pat_status != PAT_STATUS_DELETED
+                and pms.account_number
+                and is_suggestion(pms, last_name, first_name, birth_date)
+            ):
+                found.append(pms)
+        return found
 
     async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:
         await self._call()

@@ -635,12 +635,29 @@ class OpenDentalApi:
         return json_response(200, await self.state.run(work))
 
     async def list_patients(self, request: Request) -> Response:
-        chart_number = request.query_params.get("ChartNumber")
-        if not chart_number:
-            raise _bad_request("This Open Dental peer searches patients by ChartNumber only.")
+        """`GET /patients` (Patients GET multiple) with the filters Open Dental documents that a connector
+        uses: ChartNumber, LName and FName (from the start of the name, ignoring case) and Birthdate
+        (yyyy-MM-dd, exact). The filters given all apply; at least one is required here."""
+        query = request.query_params
+        chart_number = query.get("ChartNumber", "")
+        last_name = query.get("LName", "")
+        first_name = query.get("FName", "")
+        birthdate = parse_date(query["Birthdate"], "Birthdate") if query.get("Birthdate") else None
+        if not (chart_number or last_name or first_name or birthdate):
+            raise _bad_request(
+                "This Open Dental peer searches patients by ChartNumber, LName, FName or Birthdate."
+            )
 
         def work() -> list[JsonValue]:
-            matches = self.office.patients_by_chart_number(chart_number)
+            if last_name or first_name or birthdate:
+                matches = self.office.patients_matching(
+                    last_name=last_name, first_name=first_name, birthdate=birthdate
+                )
+                if chart_number:
+                    charted = {p.pat_num for p in self.office.patients_by_chart_number(chart_number)}
+                    matches = [p for p in matches if p.pat_num in charted]
+            else:
+                matches = self.office.patients_by_chart_number(chart_number)
             return [serialize.patient(p) for p in page(matches, request)]
 
         return json_response(200, await self.state.run(work))
