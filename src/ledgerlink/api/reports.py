@@ -11,16 +11,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from ledgerlink.api.auth import database
 from ledgerlink.api.errors import ApiError, ErrorEnvelope
 from ledgerlink.api.writebacks import ISO_DATE, StaffCaller, parse_date
 from ledgerlink.domain.report import SyncReport
-from ledgerlink.engine.reports import range_report, run_report
+from ledgerlink.engine.reports import practice_run, practice_runs, range_report, run_report
 from ledgerlink.errors import InvalidInput
 from ledgerlink.practices import get_connection
-from ledgerlink.store.models import Connection, SyncRun
 
 router = APIRouter(
     prefix="/v1",
@@ -64,26 +62,20 @@ async def get_runs(
     request: Request, caller: StaffCaller, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[RunOut]:
     async with database(request).sessions() as session:
-        rows = await session.execute(
-            select(SyncRun, Connection.name)
-            .join(Connection, Connection.id == SyncRun.connection_id)
-            .where(Connection.practice_id == caller.practice.id, SyncRun.dry_run.is_(False))
-            .order_by(SyncRun.id.desc())
-            .limit(limit)
+        rows = await practice_runs(session, caller.practice.id, limit)
+    return [
+        RunOut(
+            id=run.id,
+            connection=name,
+            trigger=run.trigger,
+            status=run.status,
+            since_date=run.since_date,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            error=run.error,
         )
-        return [
-            RunOut(
-                id=run.id,
-                connection=name,
-                trigger=run.trigger,
-                status=run.status,
-                since_date=run.since_date,
-                started_at=run.started_at,
-                finished_at=run.finished_at,
-                error=run.error,
-            )
-            for run, name in rows
-        ]
+        for run, name in rows
+    ]
 
 
 @router.get(
@@ -96,12 +88,7 @@ async def get_run_report(
     request: Request, caller: StaffCaller, run_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
 ) -> ReportOut:
     async with database(request).sessions() as session:
-        owner = await session.scalar(
-            select(Connection.practice_id)
-            .join(SyncRun, SyncRun.connection_id == Connection.id)
-            .where(SyncRun.id == run_id)
-        )
-        if owner != caller.practice.id:
+        if await practice_run(session, caller.practice.id, run_id) is None:
             raise ApiError(404, "not_found", f"no sync run {run_id}", field="run_id")
         report = await run_report(session, run_id)
     return ReportOut(run_id=run_id, lines=report_lines(report))
