@@ -2,42 +2,42 @@
 
 Secrets never leave the server: a settings value that is stored sealed, or whose name says it is a
 secret, is answered as `MASK`. Sending `MASK` back in a change keeps the stored value, so a client can
-send what it read with one field edited. Settings are checked against the connector's own settings model
-before anything is stored, and sealed with the installation's key (`registry.settings_to_store`).
+send what it read with one field edited. The checking, sealing and auditing live in
+`ledgerlink.connection_settings`, shared with the dashboard's settings page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledgerlink import connection_settings
 from ledgerlink.api.auth import database
 from ledgerlink.api.errors import ApiError, ErrorEnvelope
-from ledgerlink.api.writebacks import ISO_DATE, StaffCaller, parse_date
-from ledgerlink.audit import record_audit
-from ledgerlink.connectors.opendental.direct_db import DirectDbSettings
-from ledgerlink.connectors.opendental.settings import SECRET_FIELDS, OpenDentalSettings
-from ledgerlink.connectors.registry import is_direct_db, settings_to_store
-from ledgerlink.connectors.sandbox import SandboxSettings
+from ledgerlink.api.writebacks import ISO_DATE, StaffCaller
+from ledgerlink.connection_settings import (
+    MASK,
+    masked,
+    merge_type_handling,
+    parse_daily_time,
+    parse_start_date,
+    update_connection,
+)
 from ledgerlink.domain.rules import AmountMode, Timing, TypeHandling
 from ledgerlink.domain.transactions import PaymentType
-from ledgerlink.errors import InvalidInput
-from ledgerlink.practices import CONNECTOR_KINDS, PULL_KIND, add_connection, parse_type_handling
-from ledgerlink.secrets import SecretBox
+from ledgerlink.errors import Conflict, InvalidInput
+from ledgerlink.practices import CONNECTOR_KINDS, add_connection
 from ledgerlink.store.models import Connection, Practice
 
-MASK = "********"
-# Setting names that hold secrets even when a value is stored plain (the direct mode's database URL, and
-# any name that says key, secret, password or token).
-_SECRET_NAMES = frozenset({*SECRET_FIELDS, "database_url"})
-_SECRET_WORDS = ("key", "secret", "password", "token")
 HH_MM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 router = APIRouter(
@@ -113,19 +113,6 @@ class ConnectionChange(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")] | None = None
     settings: dict[str, Any] | None = None
     rules: RulesIn | None = None
-
-
-def is_secret_setting(name: str, value: Any) -> bool:
-    lowered = name.lower()
-    return (
-        (isinstance(value, str) and SecretBox.is_sealed(value))
-        or lowered in _SECRET_NAMES
-        or any(word in lowered for word in _SECRET_WORDS)
-    )
-
-
-def masked(settings: dict[str, Any]) -> dict[str, Any]:
-    return {name: MASK if is_secret_setting(name, value) else value for name, value in settings.items()}
 
 
 def connection_out(connection: Connection) -> ConnectionOut:
@@ -214,7 +201,7 @@ async def post_connection(request: Request, caller: StaffCaller, body: Connectio
         raw.setdefault("timezone", caller.practice.timezone)
     data_dir: FilePath = request.app.state.data_dir
     stored = checked_settings(body.kind, raw, data_dir, sent=set(raw))
-    rules = body.rules
+    rules = _rules(body.rules, {})
     try:
         async with database(request).sessions.begin() as session:
             practice = await session.get(Practice, caller.practice.id)
@@ -225,12 +212,12 @@ async def post_connection(request: Request, caller: StaffCaller, body: Connectio
                 name=name,
                 kind=body.kind,
                 settings=stored,
-                start_date=_start_date(rules.start_date),
-                amount_mode=(rules.amount_mode or AmountMode.NET).value,
-                timing=(rules.timing or Timing.INSTANT).value,
-                daily_time=_daily_time(rules.daily_time) or time(18, 0),
-                chargebacks_enabled=True if rules.chargebacks_enabled is None else rules.chargebacks_enabled,
-                type_handling=_type_handling({}, rules.type_handling or {}),
+                start_date=rules.get("start_date"),
+                amount_mode=rules.get("amount_mode", AmountMode.NET).value,
+                timing=rules.get("timing", Timing.INSTANT).value,
+                daily_time=rules.get("daily_time", time(18, 0)),
+                chargebacks_enabled=rules.get("chargebacks_enabled", True),
+                type_handling=rules.get("type_handling", {}),
                 actor=caller.actor,
             )
             return connection_out(connection)
@@ -265,168 +252,64 @@ async def patch_connection(
     for field in ("name", "settings"):
         if field in sent and getattr(body, field) is None:
             raise ApiError(422, "invalid_request", f"{field} cannot be null", field=field)
-    name = body.name.strip() if body.name is not None else None
     try:
         async with database(request).sessions.begin() as session:
             connection = await owned_connection(session, caller.practice.id, connection_id)
-            changes: dict[str, Any] = {}
-            if name is not None and name != connection.name:
-                taken = await session.scalar(
-                    select(Connection.id).where(
-                        Connection.practice_id == caller.practice.id, Connection.name == name
-                    )
-                )
-                if taken is not None:
-                    raise _name_taken(name)
-                changes["name"] = {"previous": connection.name, "new": name}
-                connection.name = name
-            if body.settings is not None:
-                changed = _apply_settings(connection, body.settings, request.app.state.data_dir)
-                if changed:
-                    changes["settings"] = changed  # names only: values may be secrets
-            if body.rules is not None:
-                changes.update(_apply_rules(connection, body.rules))
-            if changes:
-                await record_audit(
+            rules = _rules(body.rules, connection.type_handling) if body.rules is not None else None
+            with _as_api_errors():
+                await update_connection(
                     session,
-                    caller.practice.id,
-                    caller.actor,
-                    "connection.update",
-                    f"connection:{connection.id}",
-                    changes,
+                    connection,
+                    actor=caller.actor,
+                    data_dir=request.app.state.data_dir,
+                    name=body.name,
+                    settings=body.settings,
+                    rules=rules,
                 )
             return connection_out(connection)
-    except IntegrityError:
-        raise _name_taken(name or "") from None
+    except IntegrityError:  # another request took the same name at the same moment
+        raise _name_taken((body.name or "").strip()) from None
 
 
 def _name_taken(name: str) -> ApiError:
     return ApiError(409, "conflict", f"the practice already has a connection named {name!r}", field="name")
 
 
-def _apply_settings(connection: Connection, change: dict[str, Any], data_dir: FilePath) -> list[str]:
-    """Merge `change` into the stored settings (null removes, `MASK` keeps), check and seal the result;
-    returns the names of the settings that changed."""
-    merged = dict(connection.settings)
-    for key, value in change.items():
-        if value is None:
-            merged.pop(key, None)
-        elif value == MASK:
-            if key not in merged:
-                raise ApiError(
-                    422,
-                    "invalid_request",
-                    f"{MASK!r} keeps a stored secret, and there is none; send the secret itself",
-                    field=f"settings.{key}",
-                )
-        else:
-            merged[key] = value
-    stored = checked_settings(connection.kind, merged, data_dir, sent=set(change))
-    names = set(stored) | set(connection.settings)
-    changed = sorted(name for name in names if stored.get(name) != connection.settings.get(name))
-    connection.settings = stored
-    return changed
+@contextmanager
+def _as_api_errors() -> Iterator[None]:
+    """The service's refusals as this API has always answered them (422 `invalid_request`, 409)."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise ApiError(422, "invalid_request", exc.message, field=exc.field) from None
+    except Conflict as exc:
+        raise ApiError(409, "conflict", exc.message, field=exc.field) from None
 
 
-def _apply_rules(connection: Connection, rules: RulesIn) -> dict[str, Any]:
-    """Set the rules sent; returns {field: {"previous", "new"}} of those that changed."""
+def _rules(rules: RulesIn, stored_handling: dict[str, Any]) -> dict[str, Any]:
+    """The rules sent, as `connection_settings.apply_rules` takes them."""
     sent = rules.model_fields_set
     for field in ("amount_mode", "timing", "daily_time", "chargebacks_enabled"):
         if field in sent and getattr(rules, field) is None:
             raise ApiError(422, "invalid_request", f"{field} cannot be null", field=f"rules.{field}")
     new: dict[str, Any] = {}
-    if "start_date" in sent:
-        new["start_date"] = _start_date(rules.start_date)
-    if rules.amount_mode is not None:
-        new["amount_mode"] = rules.amount_mode.value
-    if rules.timing is not None:
-        new["timing"] = rules.timing.value
-    if rules.daily_time is not None:
-        new["daily_time"] = _daily_time(rules.daily_time)
-    if rules.chargebacks_enabled is not None:
-        new["chargebacks_enabled"] = rules.chargebacks_enabled
-    if rules.type_handling is not None:
-        new["type_handling"] = _type_handling(connection.type_handling, rules.type_handling)
-    changes: dict[str, Any] = {}
-    for field, value in new.items():
-        previous = getattr(connection, field)
-        if previous != value:
-            changes[field] = {"previous": _plain(previous), "new": _plain(value)}
-            setattr(connection, field, value)
-    return changes
-
-
-def _plain(value: Any) -> Any:
-    """A value as the audit log's JSON holds it."""
-    return value.isoformat() if isinstance(value, date | time) else value
-
-
-def _start_date(text: str | None) -> date | None:
-    return parse_date(text, "rules.start_date")
-
-
-def _daily_time(text: str | None) -> time | None:
-    return time.fromisoformat(text) if text is not None else None  # the pattern made it HH:MM
-
-
-def _type_handling(stored: dict[str, Any], change: dict[str, TypeHandling | None]) -> dict[str, str]:
-    merged = dict(stored)
-    for key, value in change.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value.value
-    try:
-        return parse_type_handling(merged)
-    except InvalidInput as exc:
-        raise ApiError(422, "invalid_request", exc.message, field="rules.type_handling") from None
+    with _as_api_errors():
+        if "start_date" in sent:
+            new["start_date"] = parse_start_date(rules.start_date)
+        if rules.amount_mode is not None:
+            new["amount_mode"] = rules.amount_mode
+        if rules.timing is not None:
+            new["timing"] = rules.timing
+        if rules.daily_time is not None:
+            new["daily_time"] = parse_daily_time(rules.daily_time)
+        if rules.chargebacks_enabled is not None:
+            new["chargebacks_enabled"] = rules.chargebacks_enabled
+        if rules.type_handling is not None:
+            new["type_handling"] = merge_type_handling(stored_handling, rules.type_handling)
+    return new
 
 
 def checked_settings(kind: str, raw: dict[str, Any], data_dir: FilePath, *, sent: set[str]) -> dict[str, Any]:
-    """`raw` checked against the connector's settings model, then as stored (secrets sealed).
-
-    Checked without opening the connector: that would connect to the PMS inside the request. A sandbox
-    office's file `sent` over the API must stay inside the data directory (a relative path): an API
-    caller chooses no files elsewhere on the server (one set from the CLI on the server itself stays).
-    """
-    model: type[BaseModel]
-    if kind == PULL_KIND:
-        if raw:
-            raise ApiError(
-                422,
-                "invalid_request",
-                "a pull connection takes no settings: the PMS presents the practice's keys instead",
-                field="settings",
-            )
-        return {}
-    if kind == "sandbox":
-        path = raw.get("path") if "path" in sent else None
-        if isinstance(path, str) and (FilePath(path).is_absolute() or ".." in FilePath(path).parts):
-            raise ApiError(
-                422,
-                "invalid_request",
-                "the sandbox file must be a relative path inside the data directory (no '..')",
-                field="settings.path",
-            )
-        model = SandboxSettings
-    elif is_direct_db(kind, raw):
-        model = DirectDbSettings
-    elif kind == "opendental":
-        model = OpenDentalSettings
-    else:
-        raise ApiError(422, "invalid_request", f"connector {kind!r} has no settings model", field="kind")
-    try:
-        model.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"bad {kind} settings: {problems}",
-            field=f"settings.{where}" if where else "settings",
-        ) from None
-    return settings_to_store(kind, raw, data_dir)
+    """`connection_settings.checked_settings`, its refusals answered as API errors."""
+    with _as_api_errors():
+        return connection_settings.checked_settings(kind, raw, data_dir, sent=sent)
