@@ -99,13 +99,12 @@ def report_csv(report: SyncReport) -> str:
     return out.getvalue()
 
 
-async def latest_run(session: AsyncSession, connection_id: int) -> SyncRun | None:
-    return await session.scalar(
-        select(SyncRun)
-        .where(SyncRun.connection_id == connection_id, SyncRun.dry_run.is_(False))
-        .order_by(SyncRun.id.desc())
-        .limit(1)
-    )
+async def latest_run(session: AsyncSession, connection_id: int, status: str | None = None) -> SyncRun | None:
+    """The connection's newest run (not a dry run), or its newest with `status` (running, done, failed)."""
+    query = select(SyncRun).where(SyncRun.connection_id == connection_id, SyncRun.dry_run.is_(False))
+    if status is not None:
+        query = query.where(SyncRun.status == status)
+    return await session.scalar(query.order_by(SyncRun.id.desc()).limit(1))
 
 
 TERMINAL = tuple(s.value for s in WritebackStatus if s.is_terminal)
