@@ -1,16 +1,19 @@
 """The practice's audit log, newest first: who changed settings, keys, patients, retried or cleared what.
 
-Read-only: the log is append-only, and only the caller's practice's entries are ever listed.
+Read-only: the log is append-only, and only the caller's practice's entries are ever listed. The query
+(`AuditFilter`, `audit_entries`, `parse_moment`) is shared with the dashboard's Audit log page.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.api.auth import database
 from ledgerlink.api.errors import ApiError, ErrorEnvelope
@@ -53,21 +56,13 @@ async def get_audit_log(
     cursor: Cursor = None,
 ) -> Page[AuditEntryOut]:
     before = decode_cursor(cursor)
-    query = select(AuditEntry).where(AuditEntry.practice_id == caller.practice.id)
-    first = _moment(since, "since", caller.practice.timezone)
-    end = _moment(until, "until", caller.practice.timezone)
+    timezone = caller.practice.timezone
+    first, end = _moment(since, "since", timezone), _moment(until, "until", timezone)
     if first is not None and end is not None and end <= first:
         raise ApiError(422, "invalid_request", "until must be after since", field="until")
-    if first is not None:
-        query = query.where(AuditEntry.at >= first)
-    if end is not None:
-        query = query.where(AuditEntry.at < end)
-    if action:
-        query = query.where(AuditEntry.action == action.strip())
-    if before is not None:
-        query = query.where(AuditEntry.id < before)
+    wanted = AuditFilter(since=first, until=end, action=action.strip() if action else None)
     async with database(request).sessions() as session:
-        rows = list(await session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit + 1)))
+        rows = await audit_entries(session, caller.practice.id, wanted, limit + 1, before)
     return Page[AuditEntryOut](
         items=[
             AuditEntryOut(id=e.id, at=e.at, actor=e.actor, action=e.action, target=e.target, detail=e.detail)
@@ -77,21 +72,59 @@ async def get_audit_log(
     )
 
 
-def _moment(text: str | None, field: str, timezone: str) -> datetime | None:
-    if text is None:
-        return None
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which entries to list: at or after `since`, before `until`, of one action, by one actor."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    action: str | None = None
+    actor: str | None = None
+
+
+def audit_query(practice_id: int, wanted: AuditFilter, before: int | None = None) -> Select[AuditEntry]:
+    """The practice's entries that `wanted` selects, newest first, older than entry `before` when given."""
+    query = select(AuditEntry).where(AuditEntry.practice_id == practice_id)
+    if wanted.since is not None:
+        query = query.where(AuditEntry.at >= wanted.since)
+    if wanted.until is not None:
+        query = query.where(AuditEntry.at < wanted.until)
+    if wanted.action:
+        query = query.where(AuditEntry.action == wanted.action)
+    if wanted.actor:
+        query = query.where(AuditEntry.actor == wanted.actor)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    return query.order_by(AuditEntry.id.desc())
+
+
+async def audit_entries(
+    session: AsyncSession, practice_id: int, wanted: AuditFilter, limit: int, before: int | None = None
+) -> list[AuditEntry]:
+    return list(await session.scalars(audit_query(practice_id, wanted, before).limit(limit)))
+
+
+def parse_moment(text: str, timezone: str) -> datetime:
+    """An ISO 8601 time in UTC; without an offset it is on the practice's wall clock (a date alone is its
+    midnight). ValueError, saying how to write it, when it is not a time."""
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"{text!r} is not a time: use ISO 8601, e.g. 2026-12-01T09:00:00-06:00 or 2026-12-01",
-            field=field,
+        raise ValueError(
+            f"{text!r} is not a time: use ISO 8601, e.g. 2026-12-01T09:00:00-06:00 or 2026-12-01"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=time_zone(timezone))
     try:
         return moment.astimezone(UTC)
     except OverflowError:
-        raise ApiError(422, "invalid_request", f"{text!r} is out of range", field=field) from None
+        raise ValueError(f"{text!r} is out of range") from None
+
+
+def _moment(text: str | None, field: str, timezone: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_moment(text, timezone)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc), field=field) from None
