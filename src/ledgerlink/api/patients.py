@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
-from sqlalchemy import Select, and_, delete, exists, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,15 +26,17 @@ from ledgerlink.api.pagination import Cursor, Limit, Page, decode_cursor, next_c
 from ledgerlink.api.writebacks import StaffCaller
 from ledgerlink.audit import record_audit
 from ledgerlink.clock import utcnow
-from ledgerlink.domain.errors import LoadErrorCode
-from ledgerlink.patients.accounts import set_account_number
+from ledgerlink.patients.accounts import (
+    account_number_of,
+    account_numbers,
+    awaiting_retry,
+    matching,
+    practice_patient,
+    set_account_number,
+)
 from ledgerlink.store.models import (
-    Connection,
     Patient,
     PatientAccount,
-    Transaction,
-    Writeback,
-    WritebackStatus,
 )
 
 router = APIRouter(
@@ -55,7 +57,6 @@ ConnectionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorEnvelope, "description": "no such patient (or connection)"}
 }
-_SEARCH_WORDS = 5
 EMAIL = r"^$|^[^@\s]+@[^@\s]+$"
 PHONE = r"^[0-9+() .\-/x]*$"
 
@@ -125,7 +126,7 @@ async def get_patients(
     if active is not None:
         query = query.where(Patient.active.is_(active))
     if search:
-        query = _matching(query, search)
+        query = matching(query, search)
     if after is not None:
         query = query.where(Patient.id > after)
     async with database(request).sessions() as session:
@@ -204,11 +205,11 @@ async def put_account_number(
         async with database(request).sessions.begin() as session:
             patient = await _owned_patient(session, caller.practice.id, patient_id)
             connection = await owned_connection(session, caller.practice.id, connection_id)
-            previous = await _account_number(session, patient.id, connection.id)
+            previous = await account_number_of(session, patient.id, connection.id)
             await set_account_number(
                 session, connection, patient.patient_ref, body.account_number, actor=caller.actor
             )
-            waiting = await _awaiting_retry(session, patient.id, connection.id)
+            waiting = await awaiting_retry(session, patient.id, connection.id)
     except IntegrityError:  # the same patient's number set by two requests at once
         raise ApiError(
             409,
@@ -239,7 +240,7 @@ async def delete_account_number(
     async with database(request).sessions.begin() as session:
         patient = await _owned_patient(session, caller.practice.id, patient_id)
         connection = await owned_connection(session, caller.practice.id, connection_id)
-        previous = await _account_number(session, patient.id, connection.id)
+        previous = await account_number_of(session, patient.id, connection.id)
         if previous is None:
             raise ApiError(
                 404,
@@ -263,77 +264,27 @@ async def delete_account_number(
     return Response(status_code=204)
 
 
-def _matching(query: Select[Patient], search: str) -> Select[Patient]:
-    """Every word must appear in the first or last name, the patient id, or one of the account numbers."""
-    for word in search.split()[:_SEARCH_WORDS]:
-        in_account = exists().where(
-            PatientAccount.patient_id == Patient.id,
-            PatientAccount.account_number.icontains(word, autoescape=True),
-        )
-        query = query.where(
-            or_(
-                Patient.first_name.icontains(word, autoescape=True),
-                Patient.last_name.icontains(word, autoescape=True),
-                Patient.patient_ref.icontains(word, autoescape=True),
-                in_account,
-            )
-        )
-    return query
-
-
 async def _owned_patient(
     session: AsyncSession, practice_id: int, patient_id: int, *, for_update: bool = False
 ) -> Patient:
     """The caller's patient; another practice's is answered like one that does not exist."""
-    query = select(Patient).where(Patient.id == patient_id, Patient.practice_id == practice_id)
-    patient = await session.scalar(query.with_for_update() if for_update else query)
+    patient = await practice_patient(session, practice_id, patient_id, for_update=for_update)
     if patient is None:
         raise ApiError(404, "not_found", f"no patient {patient_id}", field="patient_id")
     return patient
 
 
 async def _accounts(session: AsyncSession, patient_ids: list[int]) -> dict[int, list[AccountOut]]:
-    if not patient_ids:
-        return {}
-    rows = await session.execute(
-        select(PatientAccount.patient_id, Connection.id, Connection.name, PatientAccount.account_number)
-        .join(Connection, Connection.id == PatientAccount.connection_id)
-        .where(PatientAccount.patient_id.in_(patient_ids))
-        .order_by(PatientAccount.patient_id, Connection.id)
-    )
-    found: dict[int, list[AccountOut]] = {}
-    for patient_id, connection_id, name, number in rows:
-        found.setdefault(patient_id, []).append(
-            AccountOut(connection_id=connection_id, connection=name, account_number=number)
-        )
-    return found
-
-
-async def _account_number(session: AsyncSession, patient_id: int, connection_id: int) -> str | None:
-    number: str | None = await session.scalar(
-        select(PatientAccount.account_number).where(
-            PatientAccount.patient_id == patient_id, PatientAccount.connection_id == connection_id
-        )
-    )
-    return number
-
-
-async def _awaiting_retry(session: AsyncSession, patient_id: int, connection_id: int) -> list[int]:
-    """The patient's writebacks on the connection that failed for want of a valid account number."""
-    rows = await session.scalars(
-        select(Writeback.id)
-        .join(
-            Transaction,
-            and_(Transaction.id == Writeback.transaction_id, Transaction.patient_id == patient_id),
-        )
-        .where(
-            Writeback.connection_id == connection_id,
-            Writeback.status == WritebackStatus.FAILED.value,
-            Writeback.error_code == LoadErrorCode.INVALID_PATIENT_ID.value,
-        )
-        .order_by(Writeback.id)
-    )
-    return list(rows)
+    found = await account_numbers(session, patient_ids)
+    return {
+        patient_id: [
+            AccountOut(
+                connection_id=a.connection_id, connection=a.connection, account_number=a.account_number
+            )
+            for a in accounts
+        ]
+        for patient_id, accounts in found.items()
+    }
 
 
 def _patient_out(patient: Patient, accounts: list[AccountOut]) -> PatientOut:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.audit import record_audit
 from ledgerlink.clock import utcnow
 from ledgerlink.domain.rules import SkipReason
 from ledgerlink.domain.transactions import TransactionKind
+from ledgerlink.patients.accounts import SEARCH_WORDS, patient_word
 from ledgerlink.store.ingest_lock import announce_work
 from ledgerlink.store.models import (
     Connection,
@@ -54,9 +55,36 @@ class ActionResult:
     message: str
 
 
-def _view_query(practice_id: int) -> Select[Writeback, Transaction, str, str]:
+@dataclass(frozen=True, slots=True)
+class WritebackFilter:
+    """What the reconciliation view narrows writebacks to; None (or empty) means any."""
+
+    status: str | None = None
+    since: date | None = None  # first practice-local date
+    until: date | None = None  # last practice-local date
+    payment_type: str | None = None
+    search: str = ""  # words in the patient's name, patient id or account number, or the processor reference
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationRow:
+    """A writeback as the reconciliation page shows it: the API's view plus who and where."""
+
+    view: WritebackView
+    skip_reason: str | None
+    patient_id: int | None
+    first_name: str
+    last_name: str
+    connection: str
+    updated_at: datetime
+
+
+_ViewQuery = Select[Writeback, Transaction, Patient | None, str | None, str]
+
+
+def _view_query(practice_id: int) -> _ViewQuery:
     return (
-        select(Writeback, Transaction, Patient.patient_ref, PatientAccount.account_number)
+        select(Writeback, Transaction, Patient, PatientAccount.account_number, Connection.name)
         .join(Transaction, Transaction.id == Writeback.transaction_id)
         .join(Connection, Connection.id == Writeback.connection_id)
         .outerjoin(Patient, Patient.id == Transaction.patient_id)
@@ -69,6 +97,26 @@ def _view_query(practice_id: int) -> Select[Writeback, Transaction, str, str]:
     )
 
 
+def _view(wb: Writeback, txn: Transaction, patient: Patient | None, account: str | None) -> WritebackView:
+    return WritebackView(
+        id=wb.id,
+        status=wb.status,
+        category=wb.category,
+        processor_ref=txn.processor_ref,
+        kind=txn.kind,
+        payment_type=txn.payment_type,
+        local_date=txn.local_date,
+        gross_cents=txn.gross_cents,
+        amount_cents=wb.amount_cents,
+        patient_ref=patient.patient_ref if patient else None,
+        account_number=account,
+        error_code=wb.error_code,
+        error_message=wb.error_message,
+        pms_ref=wb.pms_ref,
+        attempts=wb.attempts,
+    )
+
+
 async def list_writebacks(
     session: AsyncSession,
     practice_id: int,
@@ -78,34 +126,67 @@ async def list_writebacks(
     until: date | None = None,
     limit: int = 200,
 ) -> list[WritebackView]:
-    query = _view_query(practice_id)
-    if status:
-        query = query.where(Writeback.status == status)
-    if since:
-        query = query.where(Transaction.local_date >= since)
-    if until:
-        query = query.where(Transaction.local_date <= until)
+    query = _filtered(_view_query(practice_id), WritebackFilter(status=status, since=since, until=until))
     rows = await session.execute(query.order_by(Writeback.id).limit(limit))
-    return [
-        WritebackView(
-            id=wb.id,
-            status=wb.status,
-            category=wb.category,
-            processor_ref=txn.processor_ref,
-            kind=txn.kind,
-            payment_type=txn.payment_type,
-            local_date=txn.local_date,
-            gross_cents=txn.gross_cents,
-            amount_cents=wb.amount_cents,
-            patient_ref=patient_ref,
-            account_number=account,
-            error_code=wb.error_code,
-            error_message=wb.error_message,
-            pms_ref=wb.pms_ref,
-            attempts=wb.attempts,
+    return [_view(wb, txn, patient, account) for wb, txn, patient, account, _ in rows]
+
+
+def _filtered(query: _ViewQuery, filters: WritebackFilter) -> _ViewQuery:
+    if filters.status:
+        query = query.where(Writeback.status == filters.status)
+    if filters.since:
+        query = query.where(Transaction.local_date >= filters.since)
+    if filters.until:
+        query = query.where(Transaction.local_date <= filters.until)
+    if filters.payment_type:
+        query = query.where(Transaction.payment_type == filters.payment_type)
+    for word in filters.search.split()[:SEARCH_WORDS]:
+        query = query.where(
+            or_(
+                and_(Patient.id.is_not(None), patient_word(word)),
+                Transaction.processor_ref.icontains(word, autoescape=True),
+            )
         )
-        for wb, txn, patient_ref, account in rows
-    ]
+    return query
+
+
+async def reconciliation_rows(
+    session: AsyncSession,
+    practice_id: int,
+    filters: WritebackFilter,
+    *,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[ReconciliationRow], int]:
+    """One page of the practice's writebacks under `filters`, newest first, and how many there are in all."""
+    query = _filtered(_view_query(practice_id), filters)
+    total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    rows = await session.execute(
+        query.order_by(Writeback.local_date.desc(), Writeback.id.desc()).offset(offset).limit(limit)
+    )
+    return [_row(*row) for row in rows], int(total or 0)
+
+
+async def reconciliation_row(
+    session: AsyncSession, practice_id: int, writeback_id: int
+) -> ReconciliationRow | None:
+    """One of the practice's writebacks; None for another practice's, exactly as for a missing one."""
+    found = (await session.execute(_view_query(practice_id).where(Writeback.id == writeback_id))).first()
+    return _row(*found) if found is not None else None
+
+
+def _row(
+    wb: Writeback, txn: Transaction, patient: Patient | None, account: str | None, connection: str
+) -> ReconciliationRow:
+    return ReconciliationRow(
+        view=_view(wb, txn, patient, account),
+        skip_reason=wb.skip_reason,
+        patient_id=patient.id if patient else None,
+        first_name=patient.first_name if patient else "",
+        last_name=patient.last_name if patient else "",
+        connection=connection,
+        updated_at=wb.updated_at,
+    )
 
 
 async def _owned(session: AsyncSession, practice_id: int, ids: Sequence[int]) -> dict[int, Writeback]:

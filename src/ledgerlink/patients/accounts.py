@@ -1,14 +1,36 @@
-"""A patient's PMS account number on a connection: the fix staff make for Invalid Patient ID."""
+"""A patient's PMS account number on a connection: the fix staff make for Invalid Patient ID.
+
+Finding the practice's patients, their account numbers, the failed writebacks a fix unblocks, and the PMS's
+own patients suggested as the right one (by name and date of birth) live here too, for the API and the
+dashboard alike. Names and birth dates are compared, never logged.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.audit import record_audit
 from ledgerlink.clock import utcnow
+from ledgerlink.connectors.base import PmsConnector, PmsPatient, same_name
+from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.errors import Conflict, InvalidInput, NotFound
-from ledgerlink.store.models import Connection, Patient, PatientAccount
+from ledgerlink.store.models import (
+    Connection,
+    Patient,
+    PatientAccount,
+    Transaction,
+    Writeback,
+    WritebackStatus,
+)
+
+SEARCH_WORDS = 5  # words of a search that count; more only slow the query down
+Q = TypeVar("Q", bound=Select[Any])
 
 
 async def set_account_number(
@@ -58,3 +80,156 @@ async def set_account_number(
         {"connection": connection.name, "previous": previous, "new": number},
     )
     return patient
+
+
+@dataclass(frozen=True, slots=True)
+class AccountNumber:
+    connection_id: int
+    connection: str
+    account_number: str
+
+
+async def practice_patient(
+    session: AsyncSession, practice_id: int, patient_id: int, *, for_update: bool = False
+) -> Patient | None:
+    """The practice's patient with this id; None for another practice's, exactly as for a missing one."""
+    query = select(Patient).where(Patient.id == patient_id, Patient.practice_id == practice_id)
+    found: Patient | None = await session.scalar(query.with_for_update() if for_update else query)
+    return found
+
+
+def patient_word(word: str) -> ColumnElement[bool]:
+    """`word` appears in the patient's first or last name, patient id, or one of their account numbers."""
+    in_account = exists().where(
+        PatientAccount.patient_id == Patient.id,
+        PatientAccount.account_number.icontains(word, autoescape=True),
+    )
+    return or_(
+        Patient.first_name.icontains(word, autoescape=True),
+        Patient.last_name.icontains(word, autoescape=True),
+        Patient.patient_ref.icontains(word, autoescape=True),
+        in_account,
+    )
+
+
+def matching(query: Q, search: str) -> Q:
+    """`query` (over patients) narrowed to those in which every word of `search` appears."""
+    for word in search.split()[:SEARCH_WORDS]:
+        query = query.where(patient_word(word))
+    return query
+
+
+async def account_numbers(
+    session: AsyncSession, patient_ids: Sequence[int]
+) -> dict[int, list[AccountNumber]]:
+    """Each patient's account numbers, by connection id order."""
+    if not patient_ids:
+        return {}
+    rows = await session.execute(
+        select(PatientAccount.patient_id, Connection.id, Connection.name, PatientAccount.account_number)
+        .join(Connection, Connection.id == PatientAccount.connection_id)
+        .where(PatientAccount.patient_id.in_(list(patient_ids)))
+        .order_by(PatientAccount.patient_id, Connection.id)
+    )
+    found: dict[int, list[AccountNumber]] = {}
+    for patient_id, connection_id, name, number in rows:
+        found.setdefault(patient_id, []).append(AccountNumber(connection_id, name, number))
+    return found
+
+
+async def account_number_of(session: AsyncSession, patient_id: int, connection_id: int) -> str | None:
+    number: str | None = await session.scalar(
+        select(PatientAccount.account_number).where(
+            PatientAccount.patient_id == patient_id, PatientAccount.connection_id == connection_id
+        )
+    )
+    return number
+
+
+async def failed_writebacks(
+    session: AsyncSession,
+    patient_id: int,
+    *,
+    connection_id: int | None = None,
+    code: LoadErrorCode | None = None,
+) -> list[int]:
+    """The patient's failed writebacks (on one connection, with one load error code, when given)."""
+    query = (
+        select(Writeback.id)
+        .join(
+            Transaction,
+            and_(Transaction.id == Writeback.transaction_id, Transaction.patient_id == patient_id),
+        )
+        .where(Writeback.status == WritebackStatus.FAILED.value)
+        .order_by(Writeback.id)
+    )
+    if connection_id is not None:
+        query = query.where(Writeback.connection_id == connection_id)
+    if code is not None:
+        query = query.where(Writeback.error_code == code.value)
+    return list(await session.scalars(query))
+
+
+async def awaiting_retry(session: AsyncSession, patient_id: int, connection_id: int) -> list[int]:
+    """The patient's writebacks on the connection that failed for want of a valid account number."""
+    return await failed_writebacks(
+        session, patient_id, connection_id=connection_id, code=LoadErrorCode.INVALID_PATIENT_ID
+    )
+
+
+class MatchQuality(enum.IntEnum):
+    """How well a PMS patient matches ours; higher is better."""
+
+    LAST_NAME_AND_BIRTH_DATE = 1  # the first name differs (a nickname, a typo)
+    NAME_ONLY = 2  # the birth date differs or is unknown on one side
+    NAME_AND_BIRTH_DATE = 3
+
+    @property
+    def words(self) -> str:
+        return _QUALITY_WORDS[self]
+
+
+_QUALITY_WORDS = {
+    MatchQuality.NAME_AND_BIRTH_DATE: "Name and date of birth match",
+    MatchQuality.NAME_ONLY: "Name matches, date of birth does not",
+    MatchQuality.LAST_NAME_AND_BIRTH_DATE: "Last name and date of birth match, first name differs",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    pms: PmsPatient
+    quality: MatchQuality
+    taken_by: str | None  # the patient id (ours) that already has this account number, if another's
+
+
+def match_quality(patient: Patient, pms: PmsPatient) -> MatchQuality:
+    same_birth = patient.birth_date is not None and patient.birth_date == pms.birth_date
+    if not same_name(patient.first_name, pms.first_name):
+        return MatchQuality.LAST_NAME_AND_BIRTH_DATE
+    return MatchQuality.NAME_AND_BIRTH_DATE if same_birth else MatchQuality.NAME_ONLY
+
+
+async def suggest_accounts(
+    session: AsyncSession, connector: PmsConnector, connection: Connection, patient: Patient
+) -> list[Suggestion]:
+    """The PMS's patients that may be `patient` (`PmsConnector.search_patients`), best match first, each
+    saying whether another of the practice's patients already has that account number."""
+    found = await connector.search_patients(patient.last_name, patient.first_name, patient.birth_date)
+    if not found:
+        return []
+    holders = dict(
+        (
+            await session.execute(
+                select(PatientAccount.account_number, Patient.patient_ref)
+                .join(Patient, Patient.id == PatientAccount.patient_id)
+                .where(
+                    PatientAccount.connection_id == connection.id,
+                    PatientAccount.account_number.in_([p.account_number for p in found]),
+                    PatientAccount.patient_id != patient.id,
+                )
+            )
+        ).tuples()
+    )
+    suggestions = [Suggestion(p, match_quality(patient, p), holders.get(p.account_number)) for p in found]
+    return sorted(suggestions, key=lambda s: (-s.quality, s.taken_by is not None, s.pms.account_number))
