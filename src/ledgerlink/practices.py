@@ -31,6 +31,59 @@ def check_timezone(name: str) -> str:
     return name
 
 
+def check_locale(name: str) -> str:
+    """`name` if it is a locale the dashboard can write money and dates in (en_US, en_CA, fr_CA...)."""
+    # Imported here: the web package imports the API, which imports this module.
+    from ledgerlink.web.formatting import check_locale as known_locale
+
+    try:
+        return known_locale(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="locale") from None
+
+
+def check_practice_field(field: str, value: Any) -> Any:
+    """A practice setting checked as `update_practice` stores it; InvalidInput naming the field if not."""
+    if field == "name":
+        name = value.strip() if isinstance(value, str) else ""
+        if not name or len(name) > 200:
+            raise InvalidInput("the practice needs a name of 1 to 200 characters", field="name")
+        return name
+    if field == "timezone":
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput("the practice needs a time zone such as America/Chicago", field="timezone")
+        return check_timezone(value.strip())
+    if field == "locale":
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput("the practice needs a locale such as en_US", field="locale")
+        return check_locale(value)
+    if field == "patient_capacity":
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000_000
+        ):
+            raise InvalidInput("the patient capacity is a whole number from 1 to 10,000,000", field=field)
+        return value
+    raise InvalidInput(f"{field!r} is not a practice setting", field=field)
+
+
+async def update_practice(
+    session: AsyncSession, practice: Practice, wanted: dict[str, Any], *, actor: str
+) -> dict[str, Any]:
+    """Set the practice's name, timezone, locale or patient_capacity (the keys of `wanted`; a capacity of
+    None removes the limit), audited; returns {field: {"previous", "new"}} of what changed."""
+    checked = {field: check_practice_field(field, value) for field, value in wanted.items()}
+    changes: dict[str, Any] = {}
+    for field, value in checked.items():
+        if getattr(practice, field) != value:
+            changes[field] = {"previous": getattr(practice, field), "new": value}
+            setattr(practice, field, value)
+    if changes:
+        await record_audit(
+            session, practice.id, actor, "practice.update", f"practice:{practice.slug}", changes
+        )
+    return changes
+
+
 async def create_practice(
     session: AsyncSession,
     *,

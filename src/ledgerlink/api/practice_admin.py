@@ -1,4 +1,4 @@
-"""The caller's own practice: read it and change its name, time zone and patient capacity.
+"""The caller's own practice: read it and change its name, time zone, locale and patient capacity.
 
 There is no practice id in these paths: a token belongs to one practice and only ever sees that one.
 """
@@ -6,7 +6,7 @@ There is no practice id in these paths: a token belongs to one practice and only
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ledgerlink.api.auth import database
 from ledgerlink.api.errors import ApiError, ErrorEnvelope
 from ledgerlink.api.writebacks import StaffCaller
-from ledgerlink.audit import record_audit
-from ledgerlink.practices import check_timezone
+from ledgerlink.errors import InvalidInput
+from ledgerlink.practices import update_practice
 from ledgerlink.store.models import Practice
 
 router = APIRouter(
@@ -32,6 +32,7 @@ class PracticeOut(BaseModel):
     slug: str
     name: str
     timezone: str
+    locale: str = Field(description="how the dashboard writes money and dates, e.g. en_US or fr_CA")
     patient_capacity: int | None
     public_id: str | None = Field(description="the practice id a PMS presents with its merchant key")
     created_at: datetime
@@ -44,6 +45,7 @@ class PracticeChange(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")] | None = None
     timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["America/Chicago"])] | None = None
+    locale: Annotated[str, Field(min_length=2, max_length=16, examples=["en_US", "fr_CA"])] | None = None
     patient_capacity: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
 
@@ -52,6 +54,7 @@ def practice_out(practice: Practice) -> PracticeOut:
         slug=practice.slug,
         name=practice.name,
         timezone=practice.timezone,
+        locale=practice.locale,
         patient_capacity=practice.patient_capacity,
         public_id=practice.public_id,
         created_at=practice.created_at,
@@ -70,31 +73,20 @@ async def get_practice(request: Request, caller: StaffCaller) -> PracticeOut:
     "/practice",
     response_model=PracticeOut,
     responses={422: {"model": ErrorEnvelope, "description": "a field is not valid (named in `field`)"}},
-    summary="Change the practice's name, time zone or patient capacity",
+    summary="Change the practice's name, time zone, locale or patient capacity",
 )
 async def patch_practice(request: Request, caller: StaffCaller, body: PracticeChange) -> PracticeOut:
     sent = body.model_fields_set
-    if "name" in sent and body.name is None:
-        raise ApiError(422, "invalid_request", "the practice needs a name", field="name")
-    if "timezone" in sent:
-        if body.timezone is None:
-            raise ApiError(422, "invalid_request", "the practice needs a time zone", field="timezone")
-        check_timezone(body.timezone)
+    for field in ("name", "timezone", "locale"):
+        if field in sent and getattr(body, field) is None:
+            raise ApiError(422, "invalid_request", f"the practice needs a {field}", field=field)
     async with database(request).sessions.begin() as session:
         practice = await session.get(Practice, caller.practice.id, with_for_update=True)
         assert practice is not None
-        wanted = {
-            "name": body.name.strip() if body.name is not None else None,
-            "timezone": body.timezone,
-            "patient_capacity": body.patient_capacity,
-        }
-        changes: dict[str, Any] = {}
-        for field, value in wanted.items():
-            if field in sent and getattr(practice, field) != value:
-                changes[field] = {"previous": getattr(practice, field), "new": value}
-                setattr(practice, field, value)
-        if changes:
-            await record_audit(
-                session, practice.id, caller.actor, "practice.update", f"practice:{practice.slug}", changes
+        try:
+            await update_practice(
+                session, practice, {field: getattr(body, field) for field in sent}, actor=caller.actor
             )
+        except InvalidInput as exc:
+            raise ApiError(422, "invalid_request", exc.message, field=exc.field) from None
         return practice_out(practice)
