@@ -64,6 +64,7 @@ class WritebackFilter:
     until: date | None = None  # last practice-local date
     payment_type: str | None = None
     search: str = ""  # words in the patient's name, patient id or account number, or the processor reference
+    patient_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,8 @@ def _filtered(query: _ViewQuery, filters: WritebackFilter) -> _ViewQuery:
         query = query.where(Transaction.local_date <= filters.until)
     if filters.payment_type:
         query = query.where(Transaction.payment_type == filters.payment_type)
+    if filters.patient_id is not None:
+        query = query.where(Transaction.patient_id == filters.patient_id)
     for word in filters.search.split()[:SEARCH_WORDS]:
         query = query.where(
             or_(
@@ -187,6 +190,18 @@ def _row(
         connection=connection,
         updated_at=wb.updated_at,
     )
+
+
+async def owned_writeback_ids(session: AsyncSession, practice_id: int, ids: Sequence[int]) -> set[int]:
+    """Which of `ids` are writebacks of the practice (another practice's are not, exactly like missing ones)."""
+    if not ids:
+        return set()
+    rows = await session.scalars(
+        select(Writeback.id)
+        .join(Connection, Connection.id == Writeback.connection_id)
+        .where(Connection.practice_id == practice_id, Writeback.id.in_(list(ids)))
+    )
+    return set(rows)
 
 
 async def _owned(session: AsyncSession, practice_id: int, ids: Sequence[int]) -> dict[int, Writeback]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.audit import record_audit
@@ -29,6 +29,7 @@ from ledgerlink.store.models import (
     WritebackStatus,
 )
 
+MAX_ACCOUNT_NUMBER = 100
 SEARCH_WORDS = 5  # words of a search that count; more only slow the query down
 Q = TypeVar("Q", bound=Select[Any])
 
@@ -40,6 +41,10 @@ async def set_account_number(
     number = account_number.strip()
     if not number:
         raise InvalidInput("the account number is empty", field="account_number")
+    if len(number) > MAX_ACCOUNT_NUMBER:
+        raise InvalidInput(
+            f"the account number is longer than {MAX_ACCOUNT_NUMBER} characters", field="account_number"
+        )
     patient = await session.scalar(
         select(Patient).where(
             Patient.practice_id == connection.practice_id, Patient.patient_ref == patient_ref
@@ -218,18 +223,59 @@ async def suggest_accounts(
     found = await connector.search_patients(patient.last_name, patient.first_name, patient.birth_date)
     if not found:
         return []
-    holders = dict(
-        (
-            await session.execute(
-                select(PatientAccount.account_number, Patient.patient_ref)
-                .join(Patient, Patient.id == PatientAccount.patient_id)
-                .where(
-                    PatientAccount.connection_id == connection.id,
-                    PatientAccount.account_number.in_([p.account_number for p in found]),
-                    PatientAccount.patient_id != patient.id,
-                )
-            )
-        ).tuples()
+    rows = await session.execute(
+        select(PatientAccount.account_number, Patient.patient_ref)
+        .join(Patient, Patient.id == PatientAccount.patient_id)
+        .where(
+            PatientAccount.connection_id == connection.id,
+            PatientAccount.account_number.in_([p.account_number for p in found]),
+            PatientAccount.patient_id != patient.id,
+        )
     )
+    holders = {number: ref for number, ref in rows}
     suggestions = [Suggestion(p, match_quality(patient, p), holders.get(p.account_number)) for p in found]
     return sorted(suggestions, key=lambda s: (-s.quality, s.taken_by is not None, s.pms.account_number))
+
+
+async def find_patients(
+    session: AsyncSession,
+    practice_id: int,
+    search: str = "",
+    *,
+    with_failures: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Patient], int]:
+    """A page of the practice's patients by name (`search` words as in `matching`; `with_failures`: only
+    those with a failed writeback), and how many there are in all."""
+    query = select(Patient).where(Patient.practice_id == practice_id)
+    if search.strip():
+        query = matching(query, search)
+    if with_failures:
+        query = query.where(
+            exists().where(
+                Transaction.patient_id == Patient.id,
+                Writeback.transaction_id == Transaction.id,
+                Writeback.status == WritebackStatus.FAILED.value,
+            )
+        )
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    patients = await session.scalars(
+        query.order_by(Patient.last_name, Patient.first_name, Patient.id).offset(offset).limit(limit)
+    )
+    return list(patients), int(total or 0)
+
+
+async def failure_counts(session: AsyncSession, patient_ids: Sequence[int]) -> dict[int, int]:
+    """How many failed writebacks each patient has (patients without any are left out)."""
+    if not patient_ids:
+        return {}
+    rows = await session.execute(
+        select(Transaction.patient_id, func.count())
+        .join(Writeback, Writeback.transaction_id == Transaction.id)
+        .where(
+            Transaction.patient_id.in_(list(patient_ids)), Writeback.status == WritebackStatus.FAILED.value
+        )
+        .group_by(Transaction.patient_id)
+    )
+    return {patient_id: count for patient_id, count in rows.tuples() if patient_id is not None}

@@ -1,7 +1,256 @@
-"""Dashboard page: patients (being built)."""
+"""Patients: find a patient, see their PMS account number per connection and fix it in place, pick the
+PMS's own patient from suggested matches, and retry the patient's failed payments in one click.
+
+This is where an Invalid Patient ID is resolved (SPEC section 3). The account number goes through the same
+service as `PUT /v1/patients/{id}/accounts/{connection}` (`set_account_number`: same rules, same audit
+entry); suggestions come from the PMS itself (`PmsConnector.search_patients`, by name and date of birth).
+Names and birth dates are compared and shown, never logged.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from dataclasses import dataclass
+from math import ceil
+from typing import Annotated
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledgerlink.api.auth import database
+from ledgerlink.connectors.base import PmsError
+from ledgerlink.connectors.registry import open_connector
+from ledgerlink.domain.errors import LoadErrorCode
+from ledgerlink.engine.operations import WritebackFilter, reconciliation_rows, retry_writebacks
+from ledgerlink.errors import Conflict, InvalidInput, LedgerlinkError
+from ledgerlink.patients.accounts import (
+    Suggestion,
+    account_numbers,
+    awaiting_retry,
+    failed_writebacks,
+    failure_counts,
+    find_patients,
+    practice_patient,
+    set_account_number,
+    suggest_accounts,
+)
+from ledgerlink.practices import PULL_KIND
+from ledgerlink.store.models import Connection, Patient
+from ledgerlink.users import RETRY_CLEAR
+from ledgerlink.web.pages.reconcile import describe
+from ledgerlink.web.rendering import redirect, render
+from ledgerlink.web.staff import Fixer, Staff, Viewer, checked_form
 
 router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 50
+SUGGESTION_TIMEOUT_S = 15.0  # a PMS that does not answer must not hold the page
+PatientId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ConnectionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.get("/patients", response_class=HTMLResponse)
+async def patients_page(request: Request, staff: Viewer) -> HTMLResponse:
+    query = request.query_params
+    search = query.get("q", "").strip()[:200]
+    with_failures = query.get("failed") == "1"
+    page_text = query.get("page", "1")
+    page = int(page_text) if page_text.isdigit() and 0 < int(page_text) < 10**6 else 1
+    async with database(request).sessions() as session:
+        patients, total = await find_patients(
+            session,
+            staff.practice.id,
+            search,
+            with_failures=with_failures,
+            offset=(page - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
+        )
+        ids = [p.id for p in patients]
+        accounts = await account_numbers(session, ids)
+        failures = await failure_counts(session, ids)
+    base = {"q": search} if search else {}
+    if with_failures:
+        base["failed"] = "1"
+    return render(
+        request,
+        "patients.html",
+        staff,
+        patients=patients,
+        accounts=accounts,
+        failures=failures,
+        search=search,
+        with_failures=with_failures,
+        total=total,
+        page=page,
+        pages=max(1, ceil(total / PAGE_SIZE)),
+        first=(page - 1) * PAGE_SIZE + 1,
+        base=base,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionAccount:
+    connection: Connection
+    account_number: str | None
+    invalid_id_failures: int  # failed writebacks waiting for this number to be fixed
+    suggestions: list[Suggestion]
+    suggestions_problem: str  # why the PMS could not be asked, or ""
+
+
+async def _connections(session: AsyncSession, practice_id: int) -> list[Connection]:
+    return list(
+        await session.scalars(
+            select(Connection).where(Connection.practice_id == practice_id).order_by(Connection.id)
+        )
+    )
+
+
+async def _suggestions(
+    request: Request, session: AsyncSession, connection: Connection, patient: Patient
+) -> tuple[list[Suggestion], str]:
+    """The PMS's patients that may be this one; or none and why the PMS could not be asked."""
+    if connection.kind == PULL_KIND:
+        return [], ""  # the PMS downloads from ledgerlink: there is nothing to ask it
+    try:
+        connector = open_connector(connection.kind, connection.settings, request.app.state.data_dir)
+    except LedgerlinkError as exc:
+        return [], f"The PMS could not be asked for suggestions: {exc.message}"
+    try:
+        async with asyncio.timeout(SUGGESTION_TIMEOUT_S):
+            return await suggest_accounts(session, connector, connection, patient), ""
+    except PmsError as exc:
+        return [], f"The PMS could not be asked for suggestions: {exc.message}"
+    except (TimeoutError, OSError, httpx.HTTPError, SQLAlchemyError) as exc:
+        return [], f"The PMS could not be asked for suggestions ({type(exc).__name__}). Try again later."
+    finally:
+        await connector.close()
+
+
+async def _patient_page(
+    request: Request,
+    staff: Staff,
+    patient_id: int,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    entered: dict[int, str] | None = None,
+) -> HTMLResponse:
+    async with database(request).sessions() as session:
+        patient = await practice_patient(session, staff.practice.id, patient_id)
+        if patient is None:
+            raise HTTPException(404)
+        numbers = {
+            a.connection_id: a.account_number
+            for a in (await account_numbers(session, [patient.id])).get(patient.id, [])
+        }
+        rows, _ = await reconciliation_rows(
+            session, staff.practice.id, WritebackFilter(status="failed", patient_id=patient.id), limit=200
+        )
+        accounts = []
+        for connection in await _connections(session, staff.practice.id):
+            waiting = await awaiting_retry(session, patient.id, connection.id)
+            suggestions: list[Suggestion] = []
+            problem = ""
+            if waiting:
+                suggestions, problem = await _suggestions(request, session, connection, patient)
+            accounts.append(
+                ConnectionAccount(connection, numbers.get(connection.id), len(waiting), suggestions, problem)
+            )
+    return render(
+        request,
+        "patients_detail.html",
+        staff,
+        status=status,
+        errors=errors or {},
+        patient=patient,
+        accounts=accounts,
+        entered=entered or {},
+        failed=[describe(row) for row in rows],
+        fixer=staff.can(RETRY_CLEAR),
+        invalid_patient_id=LoadErrorCode.INVALID_PATIENT_ID.value,
+    )
+
+
+@router.get("/patients/{patient_id}", response_class=HTMLResponse)
+async def patient_page(request: Request, staff: Viewer, patient_id: PatientId) -> HTMLResponse:
+    return await _patient_page(request, staff, patient_id)
+
+
+@router.post("/patients/{patient_id}/accounts/{connection_id}", response_model=None)
+async def set_account(
+    request: Request, staff: Fixer, patient_id: PatientId, connection_id: ConnectionId
+) -> Response | RedirectResponse:
+    """Set the patient's account number on a connection (typed in, or a suggestion's)."""
+    form = await checked_form(request, staff)
+    number = str(form.get("account_number") or "")
+    field = f"account_{connection_id}"
+    problem = name = ""
+    waiting: list[int] = []
+    try:
+        async with database(request).sessions.begin() as session:
+            patient = await practice_patient(session, staff.practice.id, patient_id)
+            connection = await session.scalar(
+                select(Connection).where(
+                    Connection.id == connection_id, Connection.practice_id == staff.practice.id
+                )
+            )
+            if patient is None or connection is None:
+                raise HTTPException(404)
+            await set_account_number(session, connection, patient.patient_ref, number, actor=staff.actor)
+            waiting = await awaiting_retry(session, patient.id, connection.id)
+            name = connection.name
+    except InvalidInput as exc:
+        problem = (
+            "Enter the account number (the patient's number in the PMS)."
+            if not number.strip()
+            else _sentence(exc.message)
+        )
+    except Conflict as exc:
+        problem = _sentence(exc.message) + ". Check the number, or fix the other patient's first."
+    except IntegrityError:
+        problem = "The account number was changed at the same moment by someone else. Send it again."
+    if problem:
+        return await _patient_page(
+            request,
+            staff,
+            patient_id,
+            status=400,
+            errors={field: problem},
+            entered={connection_id: number},
+        )
+    notice = f"Account number on {name} set to {number.strip()}."
+    if waiting:
+        notice += (
+            f" {len(waiting)} failed {'payment' if len(waiting) == 1 else 'payments'} can now be retried: "
+            "press Retry below, or tick Retry on Reconciliation."
+        )
+    return redirect(f"/patients/{patient_id}", notice)
+
+
+@router.post("/patients/{patient_id}/retry", response_model=None)
+async def retry_patient(request: Request, staff: Fixer, patient_id: PatientId) -> RedirectResponse:
+    """Retry every failed writeback of the patient, then follow them on Reconciliation."""
+    await checked_form(request, staff)
+    async with database(request).sessions.begin() as session:
+        patient = await practice_patient(session, staff.practice.id, patient_id)
+        if patient is None:
+            raise HTTPException(404)
+        ids = await failed_writebacks(session, patient.id)
+        results = await retry_writebacks(session, staff.practice.id, ids, actor=staff.actor) if ids else []
+        ref = patient.patient_ref
+    queued = sum(r.ok for r in results)
+    if not queued:
+        return redirect(f"/patients/{patient_id}", "This patient has no failed payments to retry.")
+    return redirect(
+        f"/reconcile?{urlencode({'q': ref})}",
+        f"{queued} failed {'payment' if queued == 1 else 'payments'} of {ref} queued for retry.",
+    )
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:]
