@@ -38,7 +38,7 @@ router = APIRouter(include_in_schema=False)
 
 RECENT_RUNS = 20
 TRIGGER_WORDS = {
-    "on_demand": "Sync now",
+    "on_demand": "On demand",
     "instant": "Instant",
     "daily": "Daily",
     "pull": "PMS download",
