@@ -58,6 +58,7 @@ router = APIRouter(include_in_schema=False)
 
 START_TIMEOUT_S = 30.0  # how long Sync now waits for the run to be recorded before showing the page
 END_WAIT_S = 5.0  # how long it waits for a run that has already ended to hand back its id
+STOP_GRACE_S = 10.0  # how long a shutdown lets a sync finish the slice of writes in hand
 SHOWN_ITEMS = 50  # failed and waiting writebacks listed per kind (the counts and totals cover them all)
 
 CODE_TITLES = {
@@ -103,6 +104,7 @@ class SyncTracker:
     total: int = 0
     run_id: int | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end after the slice in hand
 
     def update(self, step: SyncProgress) -> None:
         self.done, self.total = step.done, step.total
@@ -112,7 +114,7 @@ class SyncTracker:
 def _state(app: FastAPI) -> State:
     state: State = app.state
     if getattr(state, "sync_tasks", None) is None:
-        state.sync_tasks = set()
+        state.sync_tasks = {}  # task -> its tracker
         state.sync_progress = {}
     return state
 
@@ -120,10 +122,10 @@ def _state(app: FastAPI) -> State:
 def _keep(app: FastAPI, task: asyncio.Task[SyncOutcome], tracker: SyncTracker) -> None:
     """Hold the task until it ends (the event loop keeps only a weak reference), then forget its progress."""
     state = _state(app)
-    state.sync_tasks.add(task)
+    state.sync_tasks[task] = tracker
 
     def ended(done: asyncio.Task[SyncOutcome]) -> None:
-        state.sync_tasks.discard(done)
+        state.sync_tasks.pop(done, None)
         if tracker.run_id is not None:
             state.sync_progress.pop(tracker.run_id, None)
         error = None if done.cancelled() else done.exception()
@@ -135,10 +137,17 @@ def _keep(app: FastAPI, task: asyncio.Task[SyncOutcome], tracker: SyncTracker) -
     task.add_done_callback(ended)
 
 
-async def stop_syncs(app: FastAPI) -> None:
-    """Cancel the syncs this process runs and wait for them (each records itself failed and frees its
-    lease): for the server's shutdown."""
-    tasks = list(getattr(app.state, "sync_tasks", ()))
+async def stop_syncs(app: FastAPI, grace_s: float = STOP_GRACE_S) -> None:
+    """For the server's shutdown, before the database closes: ask the syncs this process runs to stop after
+    the slice of writes in hand (each records what it wrote and frees its lease), then cancel any still
+    running after `grace_s` (a cancelled run records itself failed; its in-flight writes are looked up in
+    the PMS by the next run)."""
+    running: dict[asyncio.Task[SyncOutcome], SyncTracker] = getattr(app.state, "sync_tasks", None) or {}
+    tasks = list(running)
+    for task in tasks:
+        running[task].stop.set()
+    if tasks:
+        await asyncio.wait(tasks, timeout=grace_s)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -147,7 +156,9 @@ async def stop_syncs(app: FastAPI) -> None:
 async def _run(db: Database, connection: Connection, data_dir: Any, tracker: SyncTracker) -> SyncOutcome:
     connector = open_connector(connection.kind, connection.settings, data_dir)
     try:
-        return await run_sync(db, connection.id, connector, progress=tracker.update, owner=tracker.owner)
+        return await run_sync(
+            db, connection.id, connector, progress=tracker.update, owner=tracker.owner, stop=tracker.stop
+        )
     finally:
         await connector.close()
 
