@@ -57,7 +57,7 @@ def _error_of(html: str, field_id: str) -> str:
     return found.group(1)
 
 
-def _connection(dashboard: Dashboard) -> tuple[Any, ...]:
+def _connection(dashboard: Dashboard) -> Any:
     return _row(
         dashboard,
         "SELECT name, settings, amount_mode, timing, daily_time, chargebacks_enabled, type_handling, start_date"
