@@ -27,6 +27,7 @@ from ledgerlink.api import (
     writebacks,
 )
 from ledgerlink.store.db import Database
+from ledgerlink.web.pages import today
 
 
 class Health(BaseModel):
@@ -70,6 +71,8 @@ def create_app(database_url: str, data_dir: Path | None = None) -> FastAPI:
             for task in imports:
                 task.cancel()
             await asyncio.gather(*imports, return_exceptions=True)
+            # A dashboard Sync now ends after the slice of writes in hand, recording what it wrote.
+            await today.stop_syncs(app)
             await app.state.db.close()
 
     app = FastAPI(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 
@@ -12,6 +10,7 @@ from rich.table import Table
 from ledgerlink.domain.money import cents_to_decimal, format_cents
 from ledgerlink.domain.report import ReportCategory, SyncReport
 from ledgerlink.engine.operations import WritebackView
+from ledgerlink.engine.reports import report_csv as report_csv  # the CLI's CSV is the dashboard's
 
 _MAIN_LINES = (
     ReportCategory.RECURRING,
@@ -42,17 +41,6 @@ def report_table(report: SyncReport, title: str) -> Table:
         )
         table.add_row(line.category.label, str(line.count), format_cents(line.total_cents), style=style)
     return table
-
-
-def report_csv(report: SyncReport) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["category", "label", "count", "total"])
-    for line in report.lines:
-        writer.writerow(
-            [line.category.value, line.category.label, line.count, cents_to_decimal(line.total_cents)]
-        )
-    return out.getvalue()
 
 
 def report_json(report: SyncReport, **meta: object) -> str:
