@@ -77,7 +77,7 @@ _SECRET_KEY = re.compile(r"secret|password|passwd|token|key|hash|credential|sign
 _SECRET_VALUE = re.compile(r"^(ll_|whsec_|sk_|rk_)\S{8,}")
 HIDDEN = "(hidden)"
 
-Day = Annotated[str | None, Query(max_length=10)]
+Day = Annotated[str | None, Query(max_length=40)]
 Choice = Annotated[str | None, Query(max_length=200)]
 Before = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 
@@ -163,9 +163,10 @@ async def audit_page(
         actors = await _distinct(session, practice.id, AuditEntry.actor)
         actions = await _distinct(session, practice.id, AuditEntry.action)
     filters = {"start": start or "", "end": end or "", "actor": actor or "", "action": action or ""}
+    chosen = {name: value for name, value in filters.items() if value}
     older = None
     if len(entries) > ENTRIES_PER_PAGE:
-        older = "/audit?" + urlencode({**{k: v for k, v in filters.items() if v}, "before": entries[-2].id})
+        older = "/audit?" + urlencode({**chosen, "before": entries[-2].id})
     entries = entries[:ENTRIES_PER_PAGE]
     return render(
         request,
@@ -190,7 +191,7 @@ async def audit_page(
             for e in entries
         ],
         older=older,
-        newest="/audit?" + urlencode({k: v for k, v in filters.items() if v}) if before else None,
+        newest=("/audit?" + urlencode(chosen) if chosen else "/audit") if before else None,
     )
 
 
