@@ -61,8 +61,8 @@ PAYMENT_TYPE_WORDS = {
     PaymentType.ONLINE: "Online payments",
 }
 HANDLING_CHOICES = (
-    (TypeHandling.AUTOMATIC.value, "On, automatic: ledgerlink writes them back"),
-    (TypeHandling.MANUAL.value, "On, manual: held for staff to post by hand"),
+    (TypeHandling.AUTOMATIC.value, "Automatic"),
+    (TypeHandling.MANUAL.value, "Manual: staff post by hand"),
     (TypeHandling.OFF.value, "Off: not written back"),
 )
 AMOUNT_CHOICES = (
