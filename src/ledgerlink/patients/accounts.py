@@ -105,9 +105,13 @@ async def practice_patient(
 
 def patient_word(word: str) -> ColumnElement[bool]:
     """`word` appears in the patient's first or last name, patient id, or one of their account numbers."""
-    in_account = exists().where(
-        PatientAccount.patient_id == Patient.id,
-        PatientAccount.account_number.icontains(word, autoescape=True),
+    in_account = (
+        exists()
+        .where(
+            PatientAccount.patient_id == Patient.id,
+            PatientAccount.account_number.icontains(word, autoescape=True),
+        )
+        .correlate(Patient)  # only patients: a query that joins patient_accounts itself keeps them here
     )
     return or_(
         Patient.first_name.icontains(word, autoescape=True),
