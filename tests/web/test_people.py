@@ -49,7 +49,11 @@ def _user_id(dashboard: Dashboard, username: str) -> int:
     return int(_rows(dashboard, "SELECT id FROM users WHERE username = ?", username)[0][0])
 
 
-def test_frontdesk_may_not_manage_keys_or_users(signed_in: httpx.Client) -> None:
+def test_frontdesk_may_not_change_settings_keys_or_users(signed_in: httpx.Client) -> None:
+    answer = signed_in.get("/settings")
+    assert answer.status_code == 403 and "manage settings" in answer.text
+    assert _post(signed_in, "/settings/practice", {"name": "Taken over"}).status_code == 403
+    assert _post(signed_in, "/settings/connections/1/rules", {"timing": "daily"}).status_code == 403
     assert signed_in.get("/people").status_code == 403
     assert signed_in.get("/people/users/1").status_code == 403
     assert _post(signed_in, "/people/merchant-key", {}).status_code == 403
@@ -84,30 +88,9 @@ def test_merchant_key_is_shown_once_stored_as_a_hash_and_rotated_with_an_overlap
     assert detail == {"expiring": [prefix], "overlap_seconds": 7200}
 
 
-def test_a_user_is_added_with_privileges_hours_and_a_password(dashboard: Dashboard) -> None:
-    admin = dashboard.sign_in_client("admin")
-    added = _post(
-        admin,
-        "/people/users",
-        {"username": "Hygienist", "display_name": "Hy Gienist", "privileges": ["view_reports", "retry_clear"],
-         "login_hours": "Mon-Fri 08:00-17:00\nSat 09:00-12:00", "password": "hygienist-password-1"},
-    )  # fmt: skip
-    assert added.status_code == 303
-    user_id = _user_id(dashboard, "hygienist")
-    assert added.headers["location"] == f"/people/users/{user_id}"
-    page = admin.get(f"/people/users/{user_id}").text
-    assert "User hygienist added." in page and "Mon-Fri 08:00-17:00; Sat 09:00-12:00" in page
-    [(privileges, hours, password_hash)] = _rows(
-        dashboard, "SELECT privileges, login_hours, password_hash FROM users WHERE id = ?", user_id
-    )
-    assert json.loads(privileges) == ["view_reports", "retry_clear"]
-    assert json.loads(hours)[0] == {"days": [0, 1, 2, 3, 4], "start": "08:00", "end": "17:00"}
-    assert password_hash.startswith("$argon2id$")
-    assert [t for _, t, _ in _audit(dashboard, "user.created")] == ["user hygienist"]
-    assert [t for _, t, _ in _audit(dashboard, "user.password_set")] == ["user hygienist"]
-
-
-def test_bad_user_fields_are_named_next_to_them_and_nothing_is_saved(dashboard: Dashboard) -> None:
+def test_a_user_is_checked_field_by_field_then_added_with_privileges_hours_and_password(
+    dashboard: Dashboard,
+) -> None:
     admin = dashboard.sign_in_client("admin")
     answer = _post(
         admin,
@@ -135,6 +118,26 @@ def test_bad_user_fields_are_named_next_to_them_and_nothing_is_saved(dashboard: 
     assert mismatch.status_code == 400 and "differ" in _error_of(mismatch.text, "pw-again")
     assert _rows(dashboard, "SELECT * FROM users WHERE id = ?", frontdesk) == before
     assert _audit(dashboard, "user.updated") == [] and _audit(dashboard, "user.password_set") == []
+
+    added = _post(
+        admin,
+        "/people/users",
+        {"username": "Hygienist", "display_name": "Hy Gienist", "privileges": ["view_reports", "retry_clear"],
+         "login_hours": "Mon-Fri 08:00-17:00\nSat 09:00-12:00", "password": "hygienist-password-1"},
+    )  # fmt: skip
+    assert added.status_code == 303
+    user_id = _user_id(dashboard, "hygienist")
+    assert added.headers["location"] == f"/people/users/{user_id}"
+    page = admin.get(f"/people/users/{user_id}").text
+    assert "User hygienist added." in page and "Mon-Fri 08:00-17:00; Sat 09:00-12:00" in page
+    [(privileges, hours, password_hash)] = _rows(
+        dashboard, "SELECT privileges, login_hours, password_hash FROM users WHERE id = ?", user_id
+    )
+    assert json.loads(privileges) == ["view_reports", "retry_clear"]
+    assert json.loads(hours)[0] == {"days": [0, 1, 2, 3, 4], "start": "08:00", "end": "17:00"}
+    assert password_hash.startswith("$argon2id$")
+    assert [t for _, t, _ in _audit(dashboard, "user.created")] == ["user hygienist"]
+    assert [t for _, t, _ in _audit(dashboard, "user.password_set")] == ["user hygienist"]
 
 
 def test_privileges_hours_and_active_are_changed_and_audited(dashboard: Dashboard) -> None:

@@ -65,14 +65,23 @@ def _connection(dashboard: Dashboard) -> Any:
     )
 
 
-def test_frontdesk_may_not_see_settings(signed_in: httpx.Client) -> None:
-    answer = signed_in.get("/settings")
-    assert answer.status_code == 403 and "manage settings" in answer.text
-    assert _post(signed_in, "/settings/practice", {"name": "Taken over"}).status_code == 403
-
-
-def test_practice_settings_are_saved_and_audited(dashboard: Dashboard) -> None:
+def test_practice_settings_are_checked_field_by_field_then_saved_and_audited(dashboard: Dashboard) -> None:
     admin = dashboard.sign_in_client("admin")
+    before = _row(dashboard, "SELECT name, timezone, locale, patient_capacity FROM practices")
+    answer = _post(
+        admin,
+        "/settings/practice",
+        {"name": "  ", "timezone": "Mars/Olympus", "locale": "xx_YY", "patient_capacity": "lots"},
+    )
+    assert answer.status_code == 400
+    assert "needs a name" in _error_of(answer.text, "p-name")
+    assert "Mars/Olympus" in _error_of(answer.text, "p-timezone")
+    assert "unknown locale" in _error_of(answer.text, "p-locale")
+    assert "whole number" in _error_of(answer.text, "p-capacity")
+    assert 'value="Mars/Olympus"' in answer.text  # what was typed is shown again
+    assert _row(dashboard, "SELECT name, timezone, locale, patient_capacity FROM practices") == before
+    assert _audit(dashboard, "practice.update") == []
+
     page = admin.get("/settings")
     assert page.status_code == 200 and 'value="Bright Smile Dental"' in page.text
     saved = _post(
@@ -93,47 +102,7 @@ def test_practice_settings_are_saved_and_audited(dashboard: Dashboard) -> None:
     assert detail["locale"] == {"previous": "en_US", "new": "fr_CA"}
 
 
-def test_each_bad_practice_field_is_named_next_to_it_and_nothing_is_saved(dashboard: Dashboard) -> None:
-    admin = dashboard.sign_in_client("admin")
-    before = _row(dashboard, "SELECT name, timezone, locale, patient_capacity FROM practices")
-    answer = _post(
-        admin,
-        "/settings/practice",
-        {"name": "  ", "timezone": "Mars/Olympus", "locale": "xx_YY", "patient_capacity": "lots"},
-    )
-    assert answer.status_code == 400
-    assert "needs a name" in _error_of(answer.text, "p-name")
-    assert "Mars/Olympus" in _error_of(answer.text, "p-timezone")
-    assert "unknown locale" in _error_of(answer.text, "p-locale")
-    assert "whole number" in _error_of(answer.text, "p-capacity")
-    assert 'value="Mars/Olympus"' in answer.text  # what was typed is shown again
-    assert _row(dashboard, "SELECT name, timezone, locale, patient_capacity FROM practices") == before
-    assert _audit(dashboard, "practice.update") == []
-
-
-def test_writeback_rules_are_saved_and_audited(dashboard: Dashboard) -> None:
-    admin = dashboard.sign_in_client("admin")
-    assert _post(admin, "/settings/connections/1/rules", RULES).status_code == 303
-    _, _, amount, timing, daily, chargebacks, handling, start = _connection(dashboard)
-    assert (amount, timing, daily[:5], chargebacks, start) == ("gross", "daily", "18:30", 1, "2026-01-15")
-    assert json.loads(handling) == {"terminal": "manual", "membership": "off"}  # automatic is the default
-    page = admin.get("/settings").text
-    assert "Writeback rules of pms saved." in page
-    assert '<option value="gross" selected>' in page and 'value="18:30"' in page
-    [(actor, target, detail)] = _audit(dashboard, "connection.update")
-    assert (actor, target) == ("user admin", "connection:1")
-    assert detail["timing"] == {"previous": "instant", "new": "daily"}
-    assert detail["daily_time"] == {"previous": "18:00:00", "new": "18:30:00"}
-    # The same form again changes nothing and writes no audit entry.
-    assert _post(admin, "/settings/connections/1/rules", RULES).status_code == 303
-    assert len(_audit(dashboard, "connection.update")) == 1
-    # Unticking the box turns chargebacks off.
-    without = {k: v for k, v in RULES.items() if k != "chargebacks_enabled"}
-    assert _post(admin, "/settings/connections/1/rules", without).status_code == 303
-    assert _connection(dashboard)[5] == 0
-
-
-def test_each_bad_rule_is_named_next_to_it_and_nothing_is_saved(dashboard: Dashboard) -> None:
+def test_writeback_rules_are_checked_field_by_field_then_saved_and_audited(dashboard: Dashboard) -> None:
     admin = dashboard.sign_in_client("admin")
     before = _connection(dashboard)
     bad = {
@@ -153,6 +122,25 @@ def test_each_bad_rule_is_named_next_to_it_and_nothing_is_saved(dashboard: Dashb
     assert "2026-02-30" in _error_of(answer.text, "c1-start_date")
     assert _connection(dashboard) == before
     assert _audit(dashboard, "connection.update") == []
+
+    assert _post(admin, "/settings/connections/1/rules", RULES).status_code == 303
+    _, _, amount, timing, daily, chargebacks, handling, start = _connection(dashboard)
+    assert (amount, timing, daily[:5], chargebacks, start) == ("gross", "daily", "18:30", 1, "2026-01-15")
+    assert json.loads(handling) == {"terminal": "manual", "membership": "off"}  # automatic is the default
+    page = admin.get("/settings").text
+    assert "Writeback rules of pms saved." in page
+    assert '<option value="gross" selected>' in page and 'value="18:30"' in page
+    [(actor, target, detail)] = _audit(dashboard, "connection.update")
+    assert (actor, target) == ("user admin", "connection:1")
+    assert detail["timing"] == {"previous": "instant", "new": "daily"}
+    assert detail["daily_time"] == {"previous": "18:00:00", "new": "18:30:00"}
+    # The same form again changes nothing and writes no audit entry.
+    assert _post(admin, "/settings/connections/1/rules", RULES).status_code == 303
+    assert len(_audit(dashboard, "connection.update")) == 1
+    # Unticking the box turns chargebacks off.
+    without = {k: v for k, v in RULES.items() if k != "chargebacks_enabled"}
+    assert _post(admin, "/settings/connections/1/rules", without).status_code == 303
+    assert _connection(dashboard)[5] == 0
 
 
 def test_connection_settings_are_checked_by_the_connector_and_secrets_never_shown(
@@ -199,10 +187,7 @@ def test_connection_settings_are_checked_by_the_connector_and_secrets_never_show
     assert "new-customer-key-1" not in admin.get("/settings").text
     changes = [detail for _, _, detail in _audit(dashboard, "connection.update")]
     assert changes == [{"settings": ["base_url"]}, {"settings": ["customer_key"]}]  # names, never values
-
-
-def test_a_sandbox_file_outside_the_data_directory_is_refused(dashboard: Dashboard) -> None:
-    admin = dashboard.sign_in_client("admin")
+    # A sandbox office file must stay inside the data directory.
     answer = _post(admin, "/settings/connections/1/settings", {"name": "pms", "setting.path": "/etc/passwd"})
     assert answer.status_code == 400 and "relative path" in _error_of(answer.text, "c1-s-path")
     assert json.loads(_connection(dashboard)[1])["path"] == "demo-pms.db"
