@@ -231,7 +231,7 @@ class Filters:
 def read_filters(values: dict[str, str]) -> tuple[Filters, WritebackFilter, dict[str, str]]:
     """The filters a form or a query string gives, the service's filter, and an error per bad field."""
     errors: dict[str, str] = {}
-    text = {name: values.get(name, "").strip() for name in _FILTER_FIELDS}
+    text = {name: values.get(name, "").strip()[:200] for name in _FILTER_FIELDS}
     days: dict[str, date | None] = {}
     for name in ("since", "until"):
         try:

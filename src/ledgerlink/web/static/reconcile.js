@@ -14,7 +14,7 @@ function followRow(row) {
     if (!document.body.contains(row)) return;
     try {
       const response = await fetch(row.dataset.rowRefreshUrl, { headers: { Accept: "text/html" }, credentials: "same-origin" });
-      if (response.status === 401) { window.location.reload(); return; }
+      if (response.status === 401 || response.redirected) { window.location.reload(); return; }  // signed out
       if (!response.ok) { followRow(row); return; }
       const holder = document.createElement("template");
       holder.innerHTML = (await response.text()).trim();
