@@ -32,14 +32,18 @@ def check_timezone(name: str) -> str:
 
 
 def check_locale(name: str) -> str:
-    """`name` if it is a locale the dashboard can write money and dates in (en_US, en_CA, fr_CA...)."""
-    # Imported here: the web package imports the API, which imports this module.
-    from ledgerlink.web.formatting import check_locale as known_locale
+    """`name` (normalised: fr-CA -> fr_CA) if Babel's CLDR data knows it, so money and dates can be
+    written in it (en_US, en_CA, fr_CA, es_US...)."""
+    from babel import Locale, UnknownLocaleError
 
+    normal = name.strip().replace("-", "_")
     try:
-        return known_locale(name)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field="locale") from None
+        Locale.parse(normal)
+    except (UnknownLocaleError, ValueError):
+        raise InvalidInput(
+            f"unknown locale {name!r} (use a language and country such as en_US or fr_CA)", field="locale"
+        ) from None
+    return normal
 
 
 def check_practice_field(field: str, value: Any) -> Any:

@@ -1,5 +1,5 @@
-"""The caller's own practice: read it and change its name, time zone and patient capacity (the
-dashboard's settings page also sets the locale; both go through `practices.update_practice`).
+"""The caller's own practice: read it and change its name, time zone, locale (how the dashboard writes money
+and dates) and patient capacity, through `practices.update_practice` like the dashboard's settings page.
 
 There is no practice id in these paths: a token belongs to one practice and only ever sees that one.
 """
@@ -33,6 +33,7 @@ class PracticeOut(BaseModel):
     slug: str
     name: str
     timezone: str
+    locale: str = Field(description="how the dashboard writes money and dates, e.g. en_US")
     patient_capacity: int | None
     public_id: str | None = Field(description="the practice id a PMS presents with its merchant key")
     created_at: datetime
@@ -45,6 +46,7 @@ class PracticeChange(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")] | None = None
     timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["America/Chicago"])] | None = None
+    locale: Annotated[str, Field(min_length=2, max_length=16, examples=["en_US", "fr_CA"])] | None = None
     patient_capacity: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
 
@@ -53,6 +55,7 @@ def practice_out(practice: Practice) -> PracticeOut:
         slug=practice.slug,
         name=practice.name,
         timezone=practice.timezone,
+        locale=practice.locale,
         patient_capacity=practice.patient_capacity,
         public_id=practice.public_id,
         created_at=practice.created_at,
@@ -71,11 +74,11 @@ async def get_practice(request: Request, caller: StaffCaller) -> PracticeOut:
     "/practice",
     response_model=PracticeOut,
     responses={422: {"model": ErrorEnvelope, "description": "a field is not valid (named in `field`)"}},
-    summary="Change the practice's name, time zone or patient capacity",
+    summary="Change the practice's name, time zone, locale or patient capacity",
 )
 async def patch_practice(request: Request, caller: StaffCaller, body: PracticeChange) -> PracticeOut:
     sent = body.model_fields_set
-    for field in ("name", "timezone"):
+    for field in ("name", "timezone", "locale"):
         if field in sent and getattr(body, field) is None:
             raise ApiError(422, "invalid_request", f"the practice needs a {field}", field=field)
     async with database(request).sessions.begin() as session:

@@ -10,24 +10,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time
 from babel.numbers import format_currency, format_decimal
 
 from ledgerlink.clock import time_zone
 
 DEFAULT_LOCALE = "en_US"
-
-
-def check_locale(name: str) -> str:
-    """`name` if Babel knows it (en_US, en_CA, fr_CA, es_US...), else ValueError saying so."""
-    try:
-        Locale.parse(name.strip().replace("-", "_"))
-    except (UnknownLocaleError, ValueError):
-        raise ValueError(
-            f"unknown locale {name!r} (use a language and country such as en_US or fr_CA)"
-        ) from None
-    return name.strip().replace("-", "_")
 
 
 @dataclass(frozen=True, slots=True)
