@@ -171,7 +171,9 @@ async def run_demo(
     exe = _command_name()
     out.print(
         f"\n[bold]The dashboard[/]: run `{exe} serve` and open http://127.0.0.1:8080/ ; practice [bold]{slug}[/],\n"
-        + "".join(f"  user [bold]{user}[/] password [bold]{password}[/]\n" for user, password in passwords.items())
+        + "".join(
+            f"  user [bold]{user}[/] password [bold]{password}[/]\n" for user, password in passwords.items()
+        )
         + "  (shown once; `ledgerlink users set-password` sets another)"
     )
     out.print(

@@ -207,11 +207,20 @@ def page(browser: Any) -> Iterator[Any]:
     context.set_default_timeout(15_000)
     page = context.new_page()
     problems: list[str] = []
+
+    def on_console(message: Any) -> None:
+        # A page answered 4xx on purpose (a refused sign-in is 401/403) makes Chromium log "Failed to load
+        # resource"; failed subresources are caught by `on_response` below instead.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(f"console error: {message.text}")
+
+    def on_response(response: Any) -> None:
+        if response.status >= 400 and response.request.resource_type != "document":
+            problems.append(f"{response.status} for {response.request.resource_type} {response.url}")
+
     page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    page.on(
-        "console",
-        lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
-    )
+    page.on("console", on_console)
+    page.on("response", on_response)
     try:
         yield page
     finally:

@@ -122,13 +122,13 @@ def test_save_changes_retries_and_clears_with_audit_and_keeps_the_filters(
 
     # The queued row follows the worker and offers no second Retry while it waits.
     waiting = _row(signed_in.get("/reconcile").text, "ch_demo_0036")
-    assert f'data-row-refresh-url="/reconcile/rows/{retry}"' in waiting
+    assert f'data-refresh-url="/reconcile/rows/{retry}"' in waiting
     assert "Waiting to post" in waiting and 'name="retry"' not in waiting
     fragment = signed_in.get(f"/reconcile/rows/{retry}")
     assert fragment.status_code == 200 and fragment.text.lstrip().startswith(f'<tr id="wb-{retry}"')
     assert "<html" not in fragment.text
     cleared = _row(signed_in.get("/reconcile").text, "re_demo_9999")
-    assert "Cleared" in cleared and "data-row-refresh-url" not in cleared and 'name="clear"' not in cleared
+    assert "Cleared" in cleared and "data-refresh-url" not in cleared and 'name="clear"' not in cleared
 
     # Retrying what is already queued changes nothing and says why.
     again = signed_in.post("/reconcile", data={"csrf_token": signed_in.csrf, "retry": retry})  # type: ignore[attr-defined]
