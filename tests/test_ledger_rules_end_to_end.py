@@ -642,6 +642,11 @@ class PassThrough:
     async def find_patient(self, account_number: str) -> PmsPatient | None:
         return await self.inner.find_patient(account_number)
 
+    async def search_patients(
+        self, last_name: str, first_name: str, birth_date: date | None
+    ) -> list[PmsPatient]:
+        return await self.inner.search_patients(last_name, first_name, birth_date)
+
     async def post_payments(self, entries: Sequence[PaymentEntry]) -> Sequence[WriteResult]:
         return await self.inner.post_payments(entries)
 

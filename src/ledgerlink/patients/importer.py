@@ -185,7 +185,7 @@ async def import_patients(
     run = _ImportRun(db, practice.id, connection.id if connection else None, import_id)
     try:
         with open_csv(path) as csv_file:
-            columns = _Columns.resolve(csv_file.header, chosen, mapped, account_number_source)
+            columns = Columns.resolve(csv_file.header, chosen, mapped, account_number_source)
             parser = _RowParser(columns, chosen, db.engine.dialect, skip_inactive=skip_inactive)
             await run.import_records(parser, csv_file.rows(), progress)
     except BaseException as exc:
@@ -224,7 +224,7 @@ _PUBLIC_FIELDS = (
 
 
 @dataclass(frozen=True)
-class _Columns:
+class Columns:
     """Where each field sits in the file's rows, and the headers to name them by in rejections."""
 
     header: list[str]
@@ -235,7 +235,7 @@ class _Columns:
     @classmethod
     def resolve(
         cls, header: list[str], preset: ColumnPreset, mapped: dict[str, Field], account_source: str
-    ) -> _Columns:
+    ) -> Columns:
         found = [normalise_header(text) for text in header]
         index: dict[str, int] = {}
         for position, name in enumerate(found):
@@ -329,7 +329,7 @@ class _RowParser:
     """
 
     def __init__(
-        self, columns: _Columns, preset: ColumnPreset, dialect: Dialect, *, skip_inactive: bool
+        self, columns: Columns, preset: ColumnPreset, dialect: Dialect, *, skip_inactive: bool
     ) -> None:
         positions = columns.positions
         patients = Patient.__table__.c

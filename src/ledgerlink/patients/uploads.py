@@ -31,7 +31,7 @@ from ledgerlink.audit import record_audit
 from ledgerlink.errors import InvalidInput, LedgerlinkError, NotFound
 from ledgerlink.log import get_logger
 from ledgerlink.patients.csv_reader import open_csv
-from ledgerlink.patients.importer import _Columns, import_patients
+from ledgerlink.patients.importer import Columns, import_patients
 from ledgerlink.patients.presets import ACCOUNT_NUMBER_SOURCES, PRESETS
 from ledgerlink.store.db import Database
 from ledgerlink.store.models import Connection, PatientImport, PatientImportRejection, Practice
@@ -129,7 +129,7 @@ def check_columns(path: Path, preset: str, account_number_source: str) -> None:
     Reads the header only (and checks the encoding), so it is quick even for a large file."""
     with open_csv(path) as csv_file:
         # The importer's own column resolution, so the check and the import never disagree.
-        _Columns.resolve(csv_file.header, PRESETS[preset], {}, account_number_source)
+        Columns.resolve(csv_file.header, PRESETS[preset], {}, account_number_source)
 
 
 async def import_target(
