@@ -97,10 +97,15 @@ async def test_connection_secrets_are_sealed_and_never_returned(
             created,
             await client.get("/v1/connections"),
             await client.get(f"/v1/connections/{connection_id}"),
-            # The masked value sent back keeps the secret; base_url changes.
+            # The masked values sent back keep the secrets, but not for a new address: the stored keys
+            # would go to whatever server base_url now names.
             await client.patch(
                 f"/v1/connections/{connection_id}",
                 json={"settings": {**created.json()["settings"], "base_url": "http://127.0.0.1:10/api/v1"}},
+            ),
+            await client.patch(
+                f"/v1/connections/{connection_id}",
+                json={"settings": {**settings, "base_url": "http://127.0.0.1:10/api/v1"}},
             ),
             await client.get("/v1/audit"),
         ]
@@ -109,14 +114,17 @@ async def test_connection_secrets_are_sealed_and_never_returned(
     shown = answers[2].json()["settings"]
     assert shown["developer_key"] == shown["customer_key"] == "********"
     assert shown["base_url"] == "http://127.0.0.1:9/api/v1"
-    assert answers[3].json()["settings"]["base_url"] == "http://127.0.0.1:10/api/v1"
+    assert answers[3].status_code == 422, answers[3].text
+    assert answers[3].json()["error"]["field"] == "settings.customer_key"
+    assert "type customer_key, developer_key again" in answers[3].json()["error"]["message"]
+    assert answers[4].json()["settings"]["base_url"] == "http://127.0.0.1:10/api/v1"
     async with db.sessions() as session:
         stored = (await session.get(Connection, connection_id)).settings  # type: ignore[union-attr]
     box = SecretBox.for_data_dir(tmp_path / "data")
     assert SecretBox.is_sealed(stored["developer_key"]) and box.open(stored["developer_key"]) == DEVELOPER_KEY
     assert box.open(stored["customer_key"]) == CUSTOMER_KEY
-    update = next(e for e in answers[4].json()["items"] if e["action"] == "connection.update")
-    assert update["detail"] == {"settings": ["base_url"]}
+    updates = [e for e in answers[5].json()["items"] if e["action"] == "connection.update"]
+    assert [e["detail"] for e in updates] == [{"settings": ["base_url", "customer_key", "developer_key"]}]
 
 
 async def test_connection_rules_change_and_bad_values_name_their_field(admin: Api) -> None:

@@ -108,9 +108,43 @@ def checked_settings(kind: str, raw: dict[str, Any], data_dir: Path, *, sent: se
     return settings_to_store(kind, raw, data_dir)
 
 
+def _is_address(name: str) -> bool:
+    """A setting that says where requests (and the credentials with them) go: base_url, a host..."""
+    lowered = name.lower()
+    return lowered.endswith("url") or lowered in ("host", "server", "address")
+
+
+def _check_credentials_follow_address(connection: Connection, change: dict[str, Any]) -> None:
+    """Stored credentials go only where they were typed for: a new address for the PMS needs its secrets
+    typed again, or whoever may edit settings could point the connection at their own server and receive
+    the office's keys with the next request."""
+    moved = [
+        key
+        for key, value in change.items()
+        if _is_address(key)
+        and not is_secret_setting(key, value)
+        and value != MASK
+        and value != connection.settings.get(key)
+    ]
+    if not moved:
+        return
+    kept = sorted(
+        key
+        for key, value in connection.settings.items()
+        if is_secret_setting(key, value) and (key not in change or change[key] == MASK)
+    )
+    if kept:
+        raise InvalidInput(
+            f"changing {moved[0]} sends the stored credentials to a new place: type "
+            f"{', '.join(kept)} again with it",
+            field=f"settings.{kept[0]}",
+        )
+
+
 def merge_settings(connection: Connection, change: dict[str, Any], data_dir: Path) -> list[str]:
     """Merge `change` into the connection's settings (None removes, `MASK` keeps), check and seal the
-    result and store it; returns the names of the settings that changed."""
+    result and store it; returns the names of the settings that changed. A new PMS address must come with
+    its secrets typed again."""
     merged = dict(connection.settings)
     for key, value in change.items():
         if value is None:
@@ -124,6 +158,7 @@ def merge_settings(connection: Connection, change: dict[str, Any], data_dir: Pat
         else:
             merged[key] = value
     stored = checked_settings(connection.kind, merged, data_dir, sent=set(change))
+    _check_credentials_follow_address(connection, change)
     names = set(stored) | set(connection.settings)
     changed = sorted(name for name in names if stored.get(name) != connection.settings.get(name))
     connection.settings = stored

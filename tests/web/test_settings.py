@@ -170,12 +170,17 @@ def test_connection_settings_are_checked_by_the_connector_and_secrets_never_show
     assert taken.status_code == 400 and "already has a connection" in _error_of(taken.text, f"c{od_id}-name")
     assert _audit(dashboard, "connection.update") == []
 
+    # A new address for the PMS needs the keys typed again: the stored ones would go to that server.
+    moved = _post(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1"})
+    assert moved.status_code == 400
+    assert "again" in _error_of(moved.text, f"c{od_id}-s-customer_key")
     # An empty secret box keeps the key; a typed one replaces it, stored sealed (trimmed of pasted spaces).
-    kept = _post(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1"})
-    assert kept.status_code == 303
-    replaced = _post(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1",
-                                  "setting.customer_key": "  new-customer-key-1  "})  # fmt: skip
+    replaced = _post(admin, url, {**form, "setting.customer_key": "  new-customer-key-1  "})
     assert replaced.status_code == 303
+    kept = _post(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1",
+                              "setting.developer_key": DEVELOPER_KEY,
+                              "setting.customer_key": "new-customer-key-1"})  # fmt: skip
+    assert kept.status_code == 303
     stored = json.loads(_row(dashboard, "SELECT settings FROM connections WHERE id = ?", od_id)[0])
     box = SecretBox.for_data_dir(dashboard.data_dir)
     assert stored["base_url"] == "http://127.0.0.1:10/api/v1"
@@ -186,7 +191,10 @@ def test_connection_settings_are_checked_by_the_connector_and_secrets_never_show
     )
     assert "new-customer-key-1" not in admin.get("/settings").text
     changes = [detail for _, _, detail in _audit(dashboard, "connection.update")]
-    assert changes == [{"settings": ["base_url"]}, {"settings": ["customer_key"]}]  # names, never values
+    assert changes == [  # names, never values
+        {"settings": ["customer_key"]},
+        {"settings": ["base_url", "customer_key", "developer_key"]},
+    ]
     # A sandbox office file must stay inside the data directory.
     answer = _post(admin, "/settings/connections/1/settings", {"name": "pms", "setting.path": "/etc/passwd"})
     assert answer.status_code == 400 and "relative path" in _error_of(answer.text, "c1-s-path")
