@@ -7,6 +7,8 @@ so a password changed because it leaked locks out whoever had it.
 
 from __future__ import annotations
 
+import asyncio
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete
@@ -46,6 +48,7 @@ def password_matches(stored_hash: str | None, password: str) -> bool:
 
 
 async def set_password(session: AsyncSession, user: User, password: str, *, actor: str) -> None:
-    user.password_hash = hash_password(password)
+    # Hashed in a thread: argon2 is deliberately slow, and the event loop serves everyone else meanwhile.
+    user.password_hash = await asyncio.to_thread(hash_password, password)
     await session.execute(delete(WebSession).where(WebSession.user_id == user.id))
     await record_audit(session, user.practice_id, actor, "user.password_set", target=f"user {user.username}")
