@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ledgerlink.api.app import create_app
 from ledgerlink.connectors.sandbox import SandboxConnector, SandboxSettings
 from ledgerlink.engine.sync import run_sync
 from ledgerlink.patients import uploads
+from ledgerlink.practices import add_connection
 from ledgerlink.secrets import SecretBox
 from ledgerlink.serving import running_app
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import Connection
+from ledgerlink.store.models import Connection, Patient, Practice
 from ledgerlink.tokens import issue_token
 from tests.conftest import Api, make_practice
 from tests.factories import add_patient, add_transaction, sandbox_patient
@@ -408,3 +410,92 @@ async def test_connection_change_reaches_the_store(admin: Api, db: Database) -> 
             await session.scalars(select(Connection.name).where(Connection.practice_id == admin.practice.id))
         )
     assert names == ["front-desk"]
+
+
+async def test_suggested_matches_come_from_the_pms_best_first(
+    admin: Api, db: Database, tmp_path: Path
+) -> None:
+    born = date(1980, 2, 3)
+    pms = SandboxConnector(SandboxSettings(path=tmp_path / "data" / "sandbox" / "sandbox.db"))
+    exact = str(pms.office.add_patient("Ruiz", "Test", birthdate=born))
+    nickname = str(pms.office.add_patient("Ruiz", "Tess", birthdate=born))
+    other_birth = str(pms.office.add_patient("Ruiz", "Test", birthdate=date(1990, 1, 1)))
+    pms.office.add_patient("Stone", "Test", birthdate=born)
+    await pms.close()
+    patient = await add_patient(db, admin.practice, admin.connection, "ruiz", "999")
+    holder = await add_patient(db, admin.practice, admin.connection, "holder", nickname)
+    async with db.sessions.begin() as session:
+        await session.execute(update(Patient).where(Patient.id == patient.id).values(birth_date=born))
+    url = f"/v1/patients/{patient.id}/suggestions"
+    async with admin.client() as client:
+        answer = await client.get(url, params={"connection_id": admin.connection.id})
+        no_connection = await client.get(url)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["patient_id"], body["connection_id"], body["account_number"]) == (
+        patient.id,
+        admin.connection.id,
+        "999",
+    )
+    shown = [(s["account_number"], s["match_quality"], s["taken_by"]) for s in body["suggestions"]]
+    assert shown == [
+        (exact, "name_and_birth_date", None),
+        (other_birth, "name_only", None),
+        (nickname, "last_name_and_birth_date", holder.patient_ref),
+    ]
+    assert body["suggestions"][0] == {
+        "account_number": exact,
+        "pms_id": exact,
+        "first_name": "Test",
+        "last_name": "Ruiz",
+        "birth_date": "1980-02-03",
+        "match_quality": "name_and_birth_date",
+        "match": "Name and date of birth match",
+        "taken_by": None,
+    }
+    assert (no_connection.status_code, field_of(no_connection)) == (422, "connection_id")
+
+
+async def test_suggestions_say_clearly_when_the_pms_cannot_be_asked(admin: Api, db: Database) -> None:
+    patient = await add_patient(db, admin.practice, admin.connection, "ruiz")
+    async with db.sessions.begin() as session:
+        practice = await session.get_one(Practice, admin.practice.id)
+        pull = await add_connection(session, practice, name="downloads", kind="pull")
+        broken = await add_connection(session, practice, name="broken", kind="sandbox")
+        await session.execute(
+            update(Connection).where(Connection.id == broken.id).values(settings={"no_such_setting": 1})
+        )
+        await session.execute(
+            update(Connection)
+            .where(Connection.id == admin.connection.id)
+            .values(settings={"failure_rate": 1.0})  # every call to the sandbox PMS fails
+        )
+    url = f"/v1/patients/{patient.id}/suggestions"
+    async with admin.client() as client:
+        down = await client.get(url, params={"connection_id": admin.connection.id})
+        pulled = await client.get(url, params={"connection_id": pull.id})
+        misconfigured = await client.get(url, params={"connection_id": broken.id})
+    assert down.status_code == 503 and down.json()["error"]["code"] == "pms_unavailable"
+    assert "could not be asked" in down.json()["error"]["message"]
+    assert (pulled.status_code, pulled.json()["error"]["code"]) == (409, "pull_connection")
+    assert (misconfigured.status_code, misconfigured.json()["error"]["code"]) == (409, "connection_settings")
+    assert "bad sandbox settings" in misconfigured.json()["error"]["message"]
+
+
+async def test_suggestions_of_another_practice_are_404(admin: Api, db: Database) -> None:
+    other, theirs = await make_practice(db, slug="grin")
+    stranger = await add_patient(db, other, theirs, "ruiz", "1")
+    mine = await add_patient(db, admin.practice, admin.connection, "ruiz", "2")
+    async with admin.client() as client:
+        their_patient = await client.get(
+            f"/v1/patients/{stranger.id}/suggestions", params={"connection_id": admin.connection.id}
+        )
+        missing_patient = await client.get(
+            "/v1/patients/987654/suggestions", params={"connection_id": admin.connection.id}
+        )
+        their_connection = await client.get(
+            f"/v1/patients/{mine.id}/suggestions", params={"connection_id": theirs.id}
+        )
+    assert their_patient.status_code == missing_patient.status_code == their_connection.status_code == 404
+    assert their_patient.text.replace(str(stranger.id), "N") == missing_patient.text.replace("987654", "N")
+    assert field_of(their_connection) == "connection_id" and "grin" not in their_connection.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from ledgerlink.access_keys import CLERK, MERCHANT, verify_key
+from ledgerlink.clock import utcnow
+from ledgerlink.passwords import password_matches
 from ledgerlink.settings import get_settings
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import AccessKey, AuditEntry, Practice, User
+from ledgerlink.store.models import AccessKey, AuditEntry, Practice, User, WebSession
 from ledgerlink.users import create_user
 from tests.conftest import Api, make_practice
 
@@ -83,6 +86,7 @@ async def test_another_practices_user_is_404_on_every_user_route(api: Api, db: D
         ("GET", "/v1/users/{id}", None),
         ("PATCH", "/v1/users/{id}", {"active": False}),
         ("POST", "/v1/users/{id}/clerk-key", None),
+        ("PUT", "/v1/users/{id}/password", {"password": "a long enough password"}),
     ]
     async with api.client() as client:
         assert (await client.get("/v1/users")).json() == []
@@ -96,7 +100,42 @@ async def test_another_practices_user_is_404_on_every_user_route(api: Api, db: D
     async with db.sessions() as session:
         untouched = await session.get_one(User, stranger.id)
         keys = list(await session.scalars(select(AccessKey).where(AccessKey.user_id == stranger.id)))
-    assert untouched.active is True and keys == []
+    assert untouched.active is True and keys == [] and untouched.password_hash is None
+
+
+async def test_a_users_password_is_set_hashed_ending_their_sessions(api: Api, db: Database) -> None:
+    async with api.client() as client:
+        user = (await client.post("/v1/users", json=NEW_USER)).json()
+        async with db.sessions.begin() as session:
+            session.add(
+                WebSession(
+                    token_hash="0" * 64,
+                    practice_id=api.practice.id,
+                    user_id=user["id"],
+                    csrf_token="c",
+                    expires_at=utcnow() + timedelta(hours=1),
+                )
+            )
+        url = f"/v1/users/{user['id']}/password"
+        short = await client.put(url, json={"password": "too short"})
+        spaces = await client.put(url, json={"password": " " * 12})
+        not_text = await client.put(url, json={"password": 1234567890123})
+        extra = await client.put(url, json={"password": "correct horse battery", "again": "x"})
+        assert (await audit_text(db)).count("user.password_set") == 0
+        set_ = await client.put(url, json={"password": "correct horse battery"})
+    assert set_.status_code == 204 and set_.content == b""
+    for refused in (short, spaces, not_text):
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "password", refused.text
+    assert "at least 10 characters" in short.json()["error"]["message"]
+    assert extra.status_code == 422
+    async with db.sessions() as session:
+        stored = await session.get_one(User, user["id"])
+        sessions = list(await session.scalars(select(WebSession).where(WebSession.user_id == user["id"])))
+    assert stored.password_hash is not None and stored.password_hash.startswith("$argon2id$")
+    assert password_matches(stored.password_hash, "correct horse battery")
+    assert sessions == []
+    audit = await audit_text(db)
+    assert "user.password_set" in audit and "correct horse" not in audit and "too short" not in audit
 
 
 async def test_clerk_key_is_shown_once_and_rotates_with_an_overlap(api: Api, db: Database) -> None:
@@ -149,7 +188,12 @@ async def test_integration_keys_are_issued_rotated_and_listed_without_the_key(ap
 
 async def test_people_routes_need_a_staff_token(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url) as client:
-        for method, path in [("GET", "/v1/users"), ("POST", "/v1/integration-keys"), ("GET", "/v1/users/1")]:
+        for method, path in [
+            ("GET", "/v1/users"),
+            ("POST", "/v1/integration-keys"),
+            ("GET", "/v1/users/1"),
+            ("PUT", "/v1/users/1/password"),
+        ]:
             assert (await client.request(method, path)).status_code == 401
 
 

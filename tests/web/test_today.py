@@ -105,3 +105,47 @@ def test_sync_now_shows_progress_and_ends_with_a_fresh_report(page: Any, dashboa
     sales = page.locator('table.report tr[data-category="sales"] td').all_inner_texts()
     assert sales == [str(expected["sales"][0]), f"${expected['sales'][1]:,}"] and sales[0] == "2"
     assert not page.locator("[data-refresh-url]").count()
+
+
+def test_a_sync_started_through_the_api_shows_on_today_with_its_progress(
+    signed_in: httpx.Client, dashboard: Dashboard
+) -> None:
+    """One Sync now service: the API's run is followed on Today (progress from the same process), and the
+    dashboard's Sync now is refused while it runs."""
+    token = dashboard.cli("token", "create", "--name", "script").stdout.strip()
+    make_work(dashboard, latency_ms=300)
+    with httpx.Client(base_url=dashboard.url, headers={"Authorization": f"Bearer {token}"}) as api:
+        started = api.post("/v1/connections/1/sync")
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        today = signed_in.get("/today")
+        assert f'data-refresh-url="/today/sync/{run_id}/progress"' in today.text
+        fragment = signed_in.get(f"/today/sync/{run_id}/progress").text
+        assert "<progress" in fragment and 'role="status"' in fragment
+        form = {"csrf_token": signed_in.csrf, "connection": "1"}  # type: ignore[attr-defined]
+        assert signed_in.post("/today/sync", data=form).status_code == 303
+        assert "A sync is already running on pms" in signed_in.get("/today").text
+        ended = wait_for_run_end(signed_in, run_id)
+        status = api.get(f"/v1/connections/1/sync/{run_id}").json()
+    assert f"Sync run {run_id} finished" in ended
+    assert status["status"] == "done"
+    api_report = {line["category"]: [line["count"], line["total_cents"]] for line in status["report"]}
+    engine = engine_report(dashboard, "--run", str(run_id))
+    assert api_report["sales"][0] == engine["sales"][0] == 2
+
+
+def test_sync_now_that_fails_unexpectedly_shows_a_notice_not_an_error_page(
+    signed_in: httpx.Client, dashboard: Dashboard
+) -> None:
+    sql(
+        dashboard, "UPDATE connections SET settings = ?", json.dumps({"path": 5})
+    )  # the task hits a TypeError
+    form = {"csrf_token": signed_in.csrf, "connection": "1"}  # type: ignore[attr-defined]
+    answer = signed_in.post("/today/sync", data=form)
+    assert answer.status_code == 303 and answer.headers["location"] == "/today"
+    today = signed_in.get("/today")
+    assert today.status_code == 200
+    assert "The sync of pms could not start: the sync stopped with an unexpected error (TypeError)" in (
+        html.unescape(today.text)
+    )
+    assert sql(dashboard, "SELECT id FROM sync_runs ORDER BY id") == [(1,)]

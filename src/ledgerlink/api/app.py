@@ -24,10 +24,11 @@ from ledgerlink.api import (
     pull,
     reports,
     stripe_webhook,
+    syncs,
     writebacks,
 )
+from ledgerlink.engine import sync_now
 from ledgerlink.store.db import Database
-from ledgerlink.web.pages import today
 
 
 class Health(BaseModel):
@@ -41,6 +42,7 @@ ROUTERS = (
     stripe_webhook,
     writebacks,
     reports,
+    syncs,
     practice_admin,
     connections,
     patients,
@@ -71,8 +73,8 @@ def create_app(database_url: str, data_dir: Path | None = None) -> FastAPI:
             for task in imports:
                 task.cancel()
             await asyncio.gather(*imports, return_exceptions=True)
-            # A dashboard Sync now ends after the slice of writes in hand, recording what it wrote.
-            await today.stop_syncs(app)
+            # A Sync now (dashboard or API) ends after the slice of writes in hand, recording what it wrote.
+            await sync_now.stop_syncs(app.state)
             await app.state.db.close()
 
     app = FastAPI(

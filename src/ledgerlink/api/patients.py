@@ -27,6 +27,7 @@ from ledgerlink.api.writebacks import StaffCaller
 from ledgerlink.audit import record_audit
 from ledgerlink.clock import utcnow
 from ledgerlink.patients.accounts import (
+    MatchQuality,
     account_number_of,
     account_numbers,
     awaiting_retry,
@@ -34,6 +35,8 @@ from ledgerlink.patients.accounts import (
     practice_patient,
     set_account_number,
 )
+from ledgerlink.patients.suggestions import SuggestionsUnavailable, pms_suggestions
+from ledgerlink.practices import PULL_KIND
 from ledgerlink.store.models import (
     Patient,
     PatientAccount,
@@ -109,6 +112,31 @@ class AccountNumberSet(BaseModel):
     awaiting_retry_ids: list[int] = Field(description="their ids, for the Retry")
 
 
+class SuggestionOut(BaseModel):
+    account_number: str = Field(description="the PMS's account number for this patient: PUT it to fix ours")
+    pms_id: str = Field(description="the patient's id in the PMS (Open Dental's PatNum)")
+    first_name: str
+    last_name: str
+    birth_date: date | None
+    match_quality: str = Field(
+        description="how well it matches, best first: "
+        + ", ".join(q.name.lower() for q in sorted(MatchQuality, reverse=True)),
+        json_schema_extra={"enum": [q.name.lower() for q in MatchQuality]},
+    )
+    match: str = Field(description="the match quality in words")
+    taken_by: str | None = Field(
+        description="the patient id (patient_ref) of another of the practice's patients that already has "
+        "this account number; null when none"
+    )
+
+
+class SuggestionsOut(BaseModel):
+    patient_id: int
+    connection_id: int
+    account_number: str | None = Field(description="the patient's account number on the connection now")
+    suggestions: list[SuggestionOut] = Field(description="the PMS's candidates, best match first")
+
+
 @router.get("/patients", response_model=Page[PatientOut], summary="Find patients (paginated)")
 async def get_patients(
     request: Request,
@@ -145,6 +173,67 @@ async def get_patient(request: Request, caller: StaffCaller, patient_id: Patient
         patient = await _owned_patient(session, caller.practice.id, patient_id)
         accounts = await _accounts(session, [patient.id])
     return _patient_out(patient, accounts.get(patient.id, []))
+
+
+@router.get(
+    "/patients/{patient_id}/suggestions",
+    response_model=SuggestionsOut,
+    responses={
+        **_NOT_FOUND,
+        409: {
+            "model": ErrorEnvelope,
+            "description": "`pull_connection`: the PMS downloads its payments and cannot be asked; "
+            "`connection_settings`: the connection's settings do not let ledgerlink reach its PMS",
+        },
+        503: {
+            "model": ErrorEnvelope,
+            "description": "`pms_unavailable`: the PMS did not answer or refused the search; try again later",
+        },
+    },
+    summary="The PMS's patients that may be this one (by name and date of birth), to fix the account number",
+)
+async def get_suggestions(
+    request: Request,
+    caller: StaffCaller,
+    patient_id: PatientId,
+    connection_id: Annotated[int, Query(ge=1, le=2**63 - 1, description="the connection whose PMS is asked")],
+) -> SuggestionsOut:
+    async with database(request).sessions() as session:
+        patient = await _owned_patient(session, caller.practice.id, patient_id)
+        connection = await owned_connection(session, caller.practice.id, connection_id)
+        if connection.kind == PULL_KIND:
+            raise ApiError(
+                409,
+                "pull_connection",
+                f"{connection.name} is a pull connection: its PMS downloads payments and cannot be asked "
+                "for patients",
+                field="connection_id",
+            )
+        current = await account_number_of(session, patient.id, connection.id)
+        try:
+            found = await pms_suggestions(session, connection, patient, request.app.state.data_dir)
+        except SuggestionsUnavailable as exc:
+            if exc.settings_problem:
+                raise ApiError(409, "connection_settings", exc.message, field="connection_id") from None
+            raise ApiError(503, "pms_unavailable", exc.message, field="connection_id") from None
+    return SuggestionsOut(
+        patient_id=patient.id,
+        connection_id=connection.id,
+        account_number=current,
+        suggestions=[
+            SuggestionOut(
+                account_number=s.pms.account_number,
+                pms_id=s.pms.pms_id,
+                first_name=s.pms.first_name,
+                last_name=s.pms.last_name,
+                birth_date=s.pms.birth_date,
+                match_quality=s.quality.name.lower(),
+                match=s.quality.words,
+                taken_by=s.taken_by,
+            )
+            for s in found
+        ],
+    )
 
 
 @router.patch(

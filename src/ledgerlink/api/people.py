@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink import clock
@@ -29,6 +29,7 @@ from ledgerlink.api.errors import ErrorEnvelope
 from ledgerlink.api.writebacks import StaffCaller
 from ledgerlink.errors import NotFound
 from ledgerlink.login_hours import describe
+from ledgerlink.passwords import MAX_LENGTH, MIN_LENGTH, set_password
 from ledgerlink.store.models import AccessKey, Practice, User
 from ledgerlink.users import PRIVILEGES, create_user, get_user, list_users, update_user
 
@@ -94,6 +95,17 @@ class UserOut(BaseModel):
     login_hours_text: str = Field(description="the windows as people read them, e.g. 'Mon-Fri 08:00-18:00'")
     active: bool
     created_at: datetime
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: StrictStr = Field(
+        min_length=MIN_LENGTH,
+        max_length=MAX_LENGTH,
+        pattern=r"\S",
+        description=f"{MIN_LENGTH} to {MAX_LENGTH} characters, not only spaces",
+    )
 
 
 class Rotation(BaseModel):
@@ -209,6 +221,26 @@ async def patch_user(request: Request, caller: StaffCaller, user_id: UserId, bod
             active=body.active,
         )
         return user_out(user)
+
+
+@router.put(
+    "/users/{user_id}/password",
+    status_code=204,
+    response_class=Response,
+    summary="Set a user's dashboard password (ends their dashboard sessions)",
+    responses={
+        **NOT_FOUND,
+        422: {
+            "model": ErrorEnvelope,
+            "description": "the password is too short or too long (field `password`)",
+        },
+    },
+)
+async def put_password(request: Request, caller: StaffCaller, user_id: UserId, body: PasswordIn) -> Response:
+    async with database(request).sessions.begin() as session:
+        user = await get_user(session, caller.practice, user_id)
+        await set_password(session, user, body.password, actor=caller.actor)
+    return Response(status_code=204)
 
 
 @router.post(
