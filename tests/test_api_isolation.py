@@ -425,7 +425,37 @@ async def pull_alert_done(w: World) -> None:
         w.not_found(await b.post(f"/v1/pull/alerts/{w.a.alert_id}/done"))
 
 
+async def sync_start(w: World) -> None:
+    async with w.staff(w.b) as b:
+        w.not_found(await b.post(f"/v1/connections/{w.a.connection_id}/sync"))
+
+
+async def sync_status(w: World) -> None:
+    async with w.staff(w.b) as b:
+        w.not_found(await b.get(f"/v1/connections/{w.a.connection_id}/sync/{w.a.run_id}"))
+        w.not_found(await b.get(f"/v1/connections/{w.b.connection_id}/sync/{w.a.run_id}"))
+
+
+async def patient_suggestions(w: World) -> None:
+    async with w.staff(w.b) as b:
+        for patient_id in w.a.patient_ids:
+            mine = {"connection_id": w.b.connection_id}
+            w.not_found(await b.get(f"/v1/patients/{patient_id}/suggestions", params=mine))
+        theirs = {"connection_id": w.a.connection_id}
+        w.not_found(await b.get(f"/v1/patients/{w.b.patient_ids[0]}/suggestions", params=theirs))
+
+
+async def user_password(w: World) -> None:
+    async with w.staff(w.b) as b:
+        body = {"password": "a long enough password"}
+        w.not_found(await b.put(f"/v1/users/{w.a.user_id}/password", json=body))
+
+
 CASES: dict[str, Case] = {
+    "POST /v1/connections/{connection_id}/sync": Case(sync_start),
+    "GET /v1/connections/{connection_id}/sync/{run_id}": Case(sync_status),
+    "GET /v1/patients/{patient_id}/suggestions": Case(patient_suggestions),
+    "PUT /v1/users/{user_id}/password": Case(user_password),
     "GET /v1/health": Case(no_case_because="liveness: no credentials, no practice data"),
     "GET /v1/practice": Case(practice_is_own),
     "PATCH /v1/practice": Case(practice_change_is_own),

@@ -181,8 +181,10 @@ def signed_in(dashboard: Dashboard) -> Iterator[httpx.Client]:
         client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not for the whole session: Playwright's sync API keeps an event loop
+    running in this thread while it is started, and async tests collected after it could not run theirs."""
     if not Path(CHROMIUM).exists():
         service_missing(
             "Chromium", f"no {CHROMIUM}; `make test` installs Debian's chromium (scripts/install-browser)"

@@ -17,7 +17,7 @@ import httpx
 from ledgerlink.clock import utcnow
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.domain.rules import SkipReason
-from ledgerlink.web.pages.reconcile import LOAD_ERROR_WORDS, NO_ACCOUNT_NUMBER, SKIP_WORDS
+from ledgerlink.web.pages.reconcile import NO_ACCOUNT_NUMBER, SKIP_WORDS, WRONG_ACCOUNT_NUMBER
 from tests.web.conftest import TIMEZONE, Dashboard
 from tests.web.ledger_checks import (
     add_other_practice,
@@ -69,12 +69,12 @@ def test_filters_by_status_payment_type_patient_and_practice_local_dates_and_bad
 
 
 def test_every_load_error_and_skip_reason_has_words_for_the_front_desk() -> None:
-    assert set(LOAD_ERROR_WORDS) == set(LoadErrorCode)
     assert set(SKIP_WORDS) == set(SkipReason)
-    for words in [*LOAD_ERROR_WORDS.values(), *SKIP_WORDS.values()]:
+    failures = [code.explanation for code in LoadErrorCode] + [NO_ACCOUNT_NUMBER, WRONG_ACCOUNT_NUMBER]
+    for words in [*failures, *SKIP_WORDS.values()]:
         assert words.endswith(".") and "_" not in words
     # Every failure says what to do about it.
-    assert all(re.search(r"Retry|Clear", words) for words in LOAD_ERROR_WORDS.values())
+    assert all(re.search(r"Retry|Clear", words) for words in failures)
 
 
 def test_load_errors_are_shown_in_words_with_the_code_in_small_print(signed_in: httpx.Client) -> None:
@@ -89,7 +89,7 @@ def test_load_errors_are_shown_in_words_with_the_code_in_small_print(signed_in: 
     )
     assert "no patient has PatNum 9040" in mistyped  # the PMS's own words, for support
     unknown_original = _row(page, "re_demo_9999")
-    assert LOAD_ERROR_WORDS[LoadErrorCode.ORIGINAL_NOT_FOUND] in unknown_original
+    assert LoadErrorCode.ORIGINAL_NOT_FOUND.explanation in unknown_original
     held = _row(page, "ch_demo_0009")  # an insurance payment, set to manual posting
     assert SKIP_WORDS[SkipReason.HELD_FOR_MANUAL] in held and "Code HELD_FOR_MANUAL" in held
     assert 'name="retry"' in held and 'name="clear"' in held

@@ -121,3 +121,37 @@ def test_signing_in_and_out_in_a_browser(page: Any, dashboard: Dashboard) -> Non
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(dashboard.url + "/")
     assert page.get_by_text("You are signed out.").is_visible()
+
+
+def test_odd_links_get_a_page_never_a_server_error(dashboard: Dashboard) -> None:
+    """Values a crafted or mangled link can carry: digits that int() refuses, out-of-range numbers and
+    dates, text where a number goes."""
+    signed_in = dashboard.sign_in_client("admin")
+    for url in (
+        "/reconcile?page=²",
+        "/patients?page=99999999999999999999999",
+        "/reports?run=²",
+        "/reports?run=99999999999999999999",
+        "/audit?start=0001-01-01",
+        "/audit?end=9999-12-31",
+    ):
+        answer = signed_in.get(url)
+        assert answer.status_code in (200, 400, 404), (url, answer.status_code)
+        assert answer.headers["content-type"].startswith("text/html"), url
+    refused = signed_in.get("/imports?before=abc")
+    assert refused.status_code == 400 and refused.headers["content-type"].startswith("text/html")
+
+
+def test_the_sign_in_page_shows_only_its_own_words_for_why(dashboard: Dashboard) -> None:
+    with dashboard.client() as client:
+        forged = client.get("/", params={"reason": "Call 555-0100 and read out your password"})
+        assert "555-0100" not in forged.text
+        hours = client.get("/", params={"reason": "hours"})
+        assert "outside your login hours" in hours.text
+
+
+def test_a_form_sent_after_the_session_ended_goes_back_to_sign_in(signed_in: httpx.Client) -> None:
+    csrf = signed_in.csrf  # type: ignore[attr-defined]
+    assert signed_in.post("/sign-out", data={"csrf_token": csrf}).status_code == 303
+    late = signed_in.post("/reconcile", data={"csrf_token": csrf, "retry": "1"})
+    assert late.status_code == 303 and late.headers["location"].startswith("/?next=/reconcile&reason=expired")

@@ -2,8 +2,8 @@
 with the connector opened and closed around it, a time limit, and every way the PMS can fail to answer
 turned into `SuggestionsUnavailable` with a message for staff.
 
-`GET /v1/patients/{id}/suggestions` answers with it; the dashboard's patient page does the same through its
-own wrapper today. Names and birth dates are compared, never logged.
+`GET /v1/patients/{id}/suggestions` and the dashboard's patient page both answer with it. Names and birth
+dates are compared, never logged.
 """
 
 from __future__ import annotations

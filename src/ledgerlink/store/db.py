@@ -49,19 +49,20 @@ def create_sync_engine(url: str) -> Engine:
     url = sync_url(url)
     if is_sqlite(url):
         _prepare_sqlite_dir(url)
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
 def create_engine_for(url: str) -> AsyncEngine:
+    # hide_parameters: a failed statement's error names no values (patient names, search words) in logs.
     if is_sqlite(url):
         _prepare_sqlite_dir(url)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10)
+    return create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
 
 
 def alembic_config(url: str) -> Config:

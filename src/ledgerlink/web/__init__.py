@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,6 +42,12 @@ def _wants_html(request: Request) -> bool:
     return request.method == "GET" and "text/html" in request.headers.get("accept", "text/html")
 
 
+def _is_form_post(request: Request) -> bool:
+    """A form a person submitted (not a script's fetch): it should end on a page, never on JSON."""
+    kind = request.headers.get("content-type", "")
+    return request.method == "POST" and kind.startswith(("application/x-www-form-urlencoded", "multipart/"))
+
+
 def install(app: FastAPI) -> None:
     """Mount the dashboard on `app` (after the API's error handlers, which it defers to for API paths)."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -60,11 +67,31 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:
+        if _is_form_post(request):
+            # The session ended while the form was open: nothing was saved; back to sign-in, then the page.
+            reason = exc.reason or "expired"
+            return RedirectResponse(f"/?next={quote(request.url.path)}&reason={reason}", status_code=303)
         if not _wants_html(request):
-            return JSONResponse({"error": {"code": "signed_out", "message": exc.reason or "sign in"}}, 401)
+            return JSONResponse({"error": {"code": "signed_out", "message": "sign in again"}}, 401)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        url = f"/?next={quote(target)}" + (f"&reason={quote(exc.reason)}" if exc.reason else "")
+        url = f"/?next={quote(target)}" + (f"&reason={exc.reason}" if exc.reason else "")
         return RedirectResponse(url, status_code=303)
+
+    api_invalid_request = app.exception_handlers[RequestValidationError]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_page(request):
+            return render(
+                request,
+                "problem.html",
+                None,
+                status=400,
+                title="That link has a value this page does not understand",
+                message="Nothing was changed. Go back and use the page's own links and forms.",
+            )
+        response: Response = await api_invalid_request(request, exc)  # type: ignore[misc]
+        return response
 
     @app.exception_handler(NotPermitted)
     async def not_permitted(request: Request, exc: NotPermitted) -> Response:

@@ -36,6 +36,7 @@ from ledgerlink.store.models import Practice, User
 from ledgerlink.web.rendering import home_for, redirect, render
 from ledgerlink.web.sessions import COOKIE, LIFETIME, end_session, find_session, start_session
 from ledgerlink.web.staff import (
+    SIGN_IN_REASONS,
     SignedInStaff,
     Staff,
     checked_form,
@@ -70,7 +71,7 @@ def _sign_in_page(
         practice=practice,
         username=username,
         next=safe_next(request.query_params.get("next") or request.headers.get("x-next")),
-        reason=request.query_params.get("reason", ""),
+        reason=SIGN_IN_REASONS.get(request.query_params.get("reason", ""), ""),
         sign_in_token=token,
     )
     response.set_cookie(SIGN_IN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/")

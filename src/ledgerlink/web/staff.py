@@ -44,10 +44,17 @@ PRIVILEGE_WORDS = {
 }
 
 
+# Why a session ended, carried to the sign-in page as a code (never as text: a link could say anything).
+SIGN_IN_REASONS = {
+    "hours": "You were signed out: it is outside your login hours.",
+    "expired": "Your session ended. Please sign in again.",
+}
+
+
 class SignInRequired(Exception):
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason = reason  # a key of SIGN_IN_REASONS, or ""
 
 
 class NotPermitted(Exception):
@@ -94,7 +101,7 @@ async def signed_in(request: Request) -> Staff:
         reason = outside_hours_reason(found.user, found.practice, utcnow())
         if reason is not None:
             await end_session(session, token)
-            raise SignInRequired(f"You were signed out: it is outside your login hours. {reason}")
+            raise SignInRequired("hours")
         return Staff(found.practice, found.user, found.web_session.csrf_token)
 
 

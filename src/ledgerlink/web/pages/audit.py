@@ -199,10 +199,16 @@ def _day(text: str | None, field: str, errors: dict[str, str]) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         errors[field] = "Enter a date as YYYY-MM-DD, e.g. 2026-12-01."
         return None
+    # Far ends of the calendar cannot be turned into instants in every time zone (year 1 east of UTC,
+    # the day after 9999-12-31): no audit entry lies there anyway.
+    if not 1900 <= day.year <= 2999:
+        errors[field] = "Enter a date between the years 1900 and 2999."
+        return None
+    return day
 
 
 async def _distinct(session: AsyncSession, practice_id: int, column: InstrumentedAttribute[str]) -> list[str]:

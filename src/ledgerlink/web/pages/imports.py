@@ -28,6 +28,7 @@ from ledgerlink.patients import uploads
 from ledgerlink.patients.csv_reader import PatientFileError
 from ledgerlink.patients.presets import PRESETS, ColumnPreset, Field
 from ledgerlink.store.models import Connection, PatientImport
+from ledgerlink.web.params import whole_number
 from ledgerlink.web.rendering import redirect, render
 from ledgerlink.web.staff import Importer, Staff, checked_form
 
@@ -110,7 +111,7 @@ async def sample_csv(staff: Importer, preset: Annotated[str, Query(max_length=32
 @router.post("/imports", response_class=HTMLResponse)
 async def upload_patients(request: Request, staff: Importer) -> Response:
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > uploads.MAX_UPLOAD_BYTES + _FORM_OVERHEAD:
+    if (whole_number(length) or 0) > uploads.MAX_UPLOAD_BYTES + _FORM_OVERHEAD:
         # Refused before the body is read: nothing of it is stored.
         return await _form_page(
             request, staff, status=413, errors={"file": _sentence(uploads.too_large_message())}
@@ -192,13 +193,12 @@ async def _start(request: Request, staff: Staff, form: Any) -> Response:
         uploads.check_options(preset, source)
     except InvalidInput as exc:
         return await again(400, exc.field or "preset", exc.message)
-    if connection_text and not connection_text.isdigit():
+    connection_id = whole_number(connection_text)
+    if connection_text and connection_id is None:
         return await again(400, "connection", "choose one of the connections")
     db = database(request)
     try:
-        practice, connection = await uploads.import_target(
-            db, staff.practice.id, int(connection_text) if connection_text else None
-        )
+        practice, connection = await uploads.import_target(db, staff.practice.id, connection_id)
     except NotFound:
         return await again(400, "connection", "choose one of the connections")
     except InvalidInput as exc:

@@ -9,25 +9,21 @@ Names and birth dates are compared and shown, never logged.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from math import ceil
 from typing import Annotated
 from urllib.parse import urlencode
 
-import httpx
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.api.auth import database
-from ledgerlink.connectors.base import PmsError
-from ledgerlink.connectors.registry import open_connector
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.engine.operations import WritebackFilter, reconciliation_rows, retry_writebacks
-from ledgerlink.errors import Conflict, InvalidInput, LedgerlinkError
+from ledgerlink.errors import Conflict, InvalidInput
 from ledgerlink.patients.accounts import (
     Suggestion,
     account_numbers,
@@ -37,19 +33,19 @@ from ledgerlink.patients.accounts import (
     find_patients,
     practice_patient,
     set_account_number,
-    suggest_accounts,
 )
+from ledgerlink.patients.suggestions import SuggestionsUnavailable, pms_suggestions
 from ledgerlink.practices import PULL_KIND
 from ledgerlink.store.models import Connection, Patient
 from ledgerlink.users import RETRY_CLEAR
 from ledgerlink.web.pages.reconcile import describe
+from ledgerlink.web.params import page_number
 from ledgerlink.web.rendering import redirect, render
 from ledgerlink.web.staff import Fixer, Staff, Viewer, checked_form
 
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
-SUGGESTION_TIMEOUT_S = 15.0  # a PMS that does not answer must not hold the page
 PatientId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 ConnectionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
@@ -59,8 +55,7 @@ async def patients_page(request: Request, staff: Viewer) -> HTMLResponse:
     query = request.query_params
     search = query.get("q", "").strip()[:200]
     with_failures = query.get("failed") == "1"
-    page_text = query.get("page", "1")
-    page = int(page_text) if page_text.isdigit() and 0 < int(page_text) < 10**6 else 1
+    page = page_number(query.get("page"))
     async with database(request).sessions() as session:
         patients, total = await find_patients(
             session,
@@ -117,18 +112,9 @@ async def _suggestions(
     if connection.kind == PULL_KIND:
         return [], ""  # the PMS downloads from ledgerlink: there is nothing to ask it
     try:
-        connector = open_connector(connection.kind, connection.settings, request.app.state.data_dir)
-    except LedgerlinkError as exc:
-        return [], f"The PMS could not be asked for suggestions: {exc.message}"
-    try:
-        async with asyncio.timeout(SUGGESTION_TIMEOUT_S):
-            return await suggest_accounts(session, connector, connection, patient), ""
-    except PmsError as exc:
-        return [], f"The PMS could not be asked for suggestions: {exc.message}"
-    except (TimeoutError, OSError, httpx.HTTPError, SQLAlchemyError) as exc:
-        return [], f"The PMS could not be asked for suggestions ({type(exc).__name__}). Try again later."
-    finally:
-        await connector.close()
+        return await pms_suggestions(session, connection, patient, request.app.state.data_dir), ""
+    except SuggestionsUnavailable as exc:
+        return [], exc.message
 
 
 async def _patient_page(

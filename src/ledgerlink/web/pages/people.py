@@ -51,6 +51,7 @@ from ledgerlink.users import (
     list_users,
     update_user,
 )
+from ledgerlink.web.params import whole_number
 from ledgerlink.web.rendering import redirect, render
 from ledgerlink.web.staff import Staff, UserManager, checked_form
 
@@ -102,11 +103,12 @@ def _overlap(form: FormData) -> timedelta:
     text = str(form.get("overlap_hours") or "").strip()
     if not text:
         return DEFAULT_OVERLAP
-    if not text.isdigit():
+    hours = whole_number(text, maximum=10**6)
+    if hours is None:
         raise InvalidInput(
             "write a whole number of hours, such as 24 (0 ends the old keys at once)", field="overlap_hours"
         )
-    return check_overlap(timedelta(hours=int(text)))
+    return check_overlap(timedelta(hours=hours))
 
 
 def login_hours_from_text(text: str) -> list[dict[str, Any]]:

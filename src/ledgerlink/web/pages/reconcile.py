@@ -34,6 +34,7 @@ from ledgerlink.engine.operations import (
 )
 from ledgerlink.store.models import WritebackStatus
 from ledgerlink.users import RETRY_CLEAR
+from ledgerlink.web.params import page_number, whole_number
 from ledgerlink.web.rendering import redirect, render
 from ledgerlink.web.staff import Fixer, Staff, Viewer, checked_form
 
@@ -60,52 +61,14 @@ KIND_WORDS: dict[str, str] = {
     TransactionKind.CHARGEBACK: "Charge back",
     TransactionKind.DECLINE: "Declined",
 }
-PAYMENT_TYPE_WORDS: dict[str, str] = {
-    PaymentType.TERMINAL: "Card terminal",
-    PaymentType.PAYMENT_PLAN: "Payment plan",
-    PaymentType.INSURANCE: "Insurance",
-    PaymentType.MEMBERSHIP: "Membership",
-    PaymentType.COLLECTION: "Balance collection",
-    PaymentType.ONLINE: "Online",
-}
+PAYMENT_TYPE_WORDS: dict[str, str] = {t.value: t.label for t in PaymentType}  # the domain's labels
 
-# What each load error means for the front desk, and what to do. The code stays on the page in small print,
-# for support.
-LOAD_ERROR_WORDS = {
-    LoadErrorCode.INVALID_PATIENT_ID: (
-        "The PMS has no patient with this account number. Fix the patient's account number, then Retry."
-    ),
-    LoadErrorCode.ORIGINAL_NOT_FOUND: (
-        "This refund or reversal is for a payment ledgerlink never received, so it cannot tell which "
-        "ledger entry to reverse. Post it by hand in the PMS, then Clear it."
-    ),
-    LoadErrorCode.ORIGINAL_NOT_POSTED: (
-        "The payment this reverses never reached the PMS. Get the original payment posted first, then "
-        "Retry this one, or post it by hand and Clear it."
-    ),
-    LoadErrorCode.REFUND_EXCEEDS_ORIGINAL: (
-        "The refunds of this payment add up to more than was posted for it. Check the patient's ledger, "
-        "post what is right by hand, then Clear it."
-    ),
-    LoadErrorCode.PMS_REJECTED: (
-        "The PMS refused this entry for the reason shown below. Fix what it names, then Retry."
-    ),
-    LoadErrorCode.PMS_UNREACHABLE: (
-        "The PMS did not answer. ledgerlink keeps trying by itself; Retry to try again now."
-    ),
-    LoadErrorCode.PMS_CONFIGURATION: (
-        "The link to the PMS is set up wrongly (for example a payment type the PMS does not have). Ask "
-        "your administrator to fix the connection settings, then Retry."
-    ),
-    LoadErrorCode.MAY_BE_IN_PMS: (
-        "An earlier attempt may already be in the PMS. Look for it on the patient's ledger: if it is "
-        "there, Clear it; if not, Retry (ledgerlink looks again before posting)."
-    ),
-    LoadErrorCode.HELD_FOR_STAFF: (
-        "The PMS cannot take this entry automatically; a task in the PMS says exactly what to enter. "
-        "Post it by hand, then Clear it."
-    ),
-}
+# What each load error means for the front desk comes from `LoadErrorCode.explanation` (the same words as
+# Today, the CLI and the alert digests); a row knows one thing more: whether the account number is missing
+# or wrong. The code stays on the page in small print, for support.
+WRONG_ACCOUNT_NUMBER = (
+    "The PMS has no patient with this account number. Fix the patient's account number, then Retry."
+)
 NO_ACCOUNT_NUMBER = (
     "This patient has no PMS account number yet. Open the patient, enter their account number (or pick "
     "the PMS's suggestion), then Retry."
@@ -170,9 +133,9 @@ def load_error_words(code: str, account_number: str | None) -> str:
         known = LoadErrorCode(code)
     except ValueError:
         return "Writing this payment failed. Read the details below, fix the cause, then Retry."
-    if known is LoadErrorCode.INVALID_PATIENT_ID and not account_number:
-        return NO_ACCOUNT_NUMBER
-    return LOAD_ERROR_WORDS[known]
+    if known is LoadErrorCode.INVALID_PATIENT_ID:
+        return WRONG_ACCOUNT_NUMBER if account_number else NO_ACCOUNT_NUMBER
+    return known.explanation
 
 
 def describe(row: ReconciliationRow) -> RowView:
@@ -246,8 +209,7 @@ def read_filters(values: dict[str, str]) -> tuple[Filters, WritebackFilter, dict
         errors["status"] = "Choose a status from the list."
     if text["type"] and text["type"] not in {t.value for t in PaymentType}:
         errors["type"] = "Choose a payment type from the list."
-    page_text = values.get("page", "1").strip()
-    page = int(page_text) if page_text.isdigit() and 0 < int(page_text) < 10**6 else 1
+    page = page_number(values.get("page"))
     filters = Filters(page=page, **text)
     if errors:
         return filters, WritebackFilter(), errors
@@ -291,7 +253,7 @@ async def _page(
         pages=pages,
         fixer=staff.can(RETRY_CLEAR),
         statuses=[("", "Any status")] + [(s.value, STATUS_WORDS[s]) for s in WritebackStatus],
-        types=[("", "Any payment type")] + [(t.value, PAYMENT_TYPE_WORDS[t]) for t in PaymentType],
+        types=[("", "Any payment type")] + [(t.value, t.label) for t in PaymentType],
     )
 
 
@@ -316,12 +278,11 @@ async def save_changes(request: Request, staff: Fixer) -> Response | RedirectRes
     form = await checked_form(request, staff)
     values = {name: str(form.get(name) or "") for name in (*_FILTER_FIELDS, "page")}
     back = read_filters(values)[0]
-    try:
-        retry = [int(str(v)) for v in form.getlist("retry")]
-        clear = [int(str(v)) for v in form.getlist("clear")]
-    except ValueError:
-        raise HTTPException(404) from None
-    if any(not 0 < wid < 2**63 for wid in (*retry, *clear)):
+    retry_ids = [whole_number(str(v)) for v in form.getlist("retry")]
+    clear_ids = [whole_number(str(v)) for v in form.getlist("clear")]
+    retry = [wid for wid in retry_ids if wid]
+    clear = [wid for wid in clear_ids if wid]
+    if len(retry) != len(retry_ids) or len(clear) != len(clear_ids):
         raise HTTPException(404)
     both = sorted(set(retry) & set(clear))
     if both:

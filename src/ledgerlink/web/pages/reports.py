@@ -31,6 +31,7 @@ from ledgerlink.engine.reports import (
     run_report,
 )
 from ledgerlink.store.models import Connection, SyncRun
+from ledgerlink.web.params import whole_number
 from ledgerlink.web.rendering import render
 from ledgerlink.web.staff import Staff, Viewer
 
@@ -113,7 +114,8 @@ async def choose_report(session: AsyncSession, staff: Staff, params: dict[str, s
         choice.connection = connections[0]
     run_text = params.get("run", "").strip()
     if run_text:
-        run = await practice_run(session, staff.practice.id, int(run_text)) if run_text.isdigit() else None
+        run_id = whole_number(run_text)
+        run = await practice_run(session, staff.practice.id, run_id) if run_id is not None else None
         if run is None:
             raise _not_found()
         choice.run = run

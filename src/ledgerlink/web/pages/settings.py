@@ -46,6 +46,7 @@ from ledgerlink.domain.transactions import PaymentType
 from ledgerlink.errors import Conflict, InvalidInput
 from ledgerlink.practices import check_practice_field, update_practice
 from ledgerlink.store.models import Connection, Practice
+from ledgerlink.web.params import whole_number
 from ledgerlink.web.rendering import redirect, render
 from ledgerlink.web.staff import Administrator, Staff, checked_form
 
@@ -322,9 +323,10 @@ async def save_practice(request: Request, staff: Administrator) -> Response:
 
 
 def _whole_number(text: str, name: str) -> int:
-    if not text.isdigit():
+    value = whole_number(text)
+    if value is None:
         raise InvalidInput("write a whole number, such as 5000, or leave it empty for no limit", field=name)
-    return int(text)
+    return value
 
 
 def _settings_change(fields: list[SettingField], stored: dict[str, Any], form: FormData) -> dict[str, Any]:
@@ -425,8 +427,6 @@ async def save_rules(request: Request, staff: Administrator, connection_id: Conn
             handling[payment_type.value] = None if chosen is TypeHandling.AUTOMATIC else chosen
         except ValueError:
             errors[key] = "choose automatic, manual or off"
-    if not errors:
-        new["type_handling"] = merge_type_handling(connection.type_handling, handling)
     if errors:
         return await _page(
             request, staff, status=400, failed=f"rules-{connection_id}", errors=errors, submitted=form
@@ -435,6 +435,8 @@ async def save_rules(request: Request, staff: Administrator, connection_id: Conn
         current = await find_connection(session, staff.practice.id, connection_id)
         if current is None:
             raise HTTPException(404)
+        # Merged with the rules as stored now, inside the transaction: a save made meanwhile is kept.
+        new["type_handling"] = merge_type_handling(current.type_handling, handling)
         changes = await update_connection(
             session, current, actor=staff.actor, data_dir=request.app.state.data_dir, rules=new
         )
