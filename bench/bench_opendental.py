@@ -156,12 +156,20 @@ async def sync_all(db: Database, work: Path, connection_ids: list[int]) -> tuple
     return elapsed, statuses
 
 
-async def raw_baseline(peer_url: str, offices: int, requests: int, rate: float) -> float:
+async def raw_baseline(
+    peer_url: str, offices: int, requests: int, rate: float, concurrency: int | None = None
+) -> float:
     """The same request pattern with no ledgerlink: per key, `requests` GETs, each sent one interval after
-    the previous one ended (the pacing rule that keeps a key under its limit whatever the network does)."""
+    the previous one ended (the pacing rule that keeps a key under its limit whatever the network does).
+    `concurrency` caps the offices served at once, as the worker's `--concurrency` does (default: all)."""
     interval = 1.0 / rate
+    slots = asyncio.Semaphore(concurrency or offices)
 
     async def one(n: int) -> None:
+        async with slots:
+            await paced(n)
+
+    async def paced(n: int) -> None:
         headers = {"Authorization": f"ODFHIR bench-dev/baseline-{n}"}
         async with httpx.AsyncClient(
             base_url=f"{peer_url}/api/v1", headers=headers, verify=shared_tls_context()
