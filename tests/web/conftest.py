@@ -115,6 +115,18 @@ class Dashboard:
         return client
 
 
+def post_form(client: httpx.Client, url: str, data: dict[str, Any]) -> httpx.Response:
+    """POST a form with the signed-in client's CSRF token, as the page's own form would."""
+    return client.post(url, data={"csrf_token": client.csrf, **data})  # type: ignore[attr-defined]
+
+
+def error_next_to(html: str, field_id: str) -> str:
+    """The error a re-rendered form shows next to the field `field_id` (the macros' `<id>-error`)."""
+    found = re.search(rf'<p class="field-error" id="{re.escape(field_id)}-error">([^<]+)</p>', html)
+    assert found, f"no error next to {field_id}"
+    return found.group(1)
+
+
 def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found, "no CSRF token on the page"

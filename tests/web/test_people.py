@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.web.conftest import PRACTICE, Dashboard
+from tests.web.conftest import PRACTICE, Dashboard, error_next_to, post_form
 
 
 def _rows(dashboard: Dashboard, query: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -29,16 +29,6 @@ def _audit(dashboard: Dashboard, action: str) -> list[tuple[str, str, dict[str, 
     return [(actor, target, json.loads(detail)) for actor, target, detail in rows]
 
 
-def _post(client: httpx.Client, url: str, data: dict[str, Any]) -> httpx.Response:
-    return client.post(url, data={"csrf_token": client.csrf, **data})  # type: ignore[attr-defined]
-
-
-def _error_of(html: str, field_id: str) -> str:
-    found = re.search(rf'<p class="field-error" id="{re.escape(field_id)}-error">([^<]+)</p>', html)
-    assert found, f"no error next to {field_id}"
-    return found.group(1)
-
-
 def _shown_key(html: str, tag: str) -> str:
     found = re.search(rf'id="new-key"[^>]*value="({tag}_[0-9a-f]+_[^"]+)"', html)
     assert found, "the new key is not on the page"
@@ -52,19 +42,19 @@ def _user_id(dashboard: Dashboard, username: str) -> int:
 def test_frontdesk_may_not_change_settings_keys_or_users(signed_in: httpx.Client) -> None:
     answer = signed_in.get("/settings")
     assert answer.status_code == 403 and "manage settings" in answer.text
-    assert _post(signed_in, "/settings/practice", {"name": "Taken over"}).status_code == 403
-    assert _post(signed_in, "/settings/connections/1/rules", {"timing": "daily"}).status_code == 403
+    assert post_form(signed_in, "/settings/practice", {"name": "Taken over"}).status_code == 403
+    assert post_form(signed_in, "/settings/connections/1/rules", {"timing": "daily"}).status_code == 403
     assert signed_in.get("/people").status_code == 403
     assert signed_in.get("/people/users/1").status_code == 403
-    assert _post(signed_in, "/people/merchant-key", {}).status_code == 403
-    assert _post(signed_in, "/people/users", {"username": "intruder"}).status_code == 403
+    assert post_form(signed_in, "/people/merchant-key", {}).status_code == 403
+    assert post_form(signed_in, "/people/users", {"username": "intruder"}).status_code == 403
 
 
 def test_merchant_key_is_shown_once_stored_as_a_hash_and_rotated_with_an_overlap(
     dashboard: Dashboard,
 ) -> None:
     admin = dashboard.sign_in_client("admin")
-    first = _post(admin, "/people/merchant-key", {})
+    first = post_form(admin, "/people/merchant-key", {})
     assert first.status_code == 200 and "only time this key is shown" in first.text
     key = _shown_key(first.text, "llm")
     public_id = _rows(dashboard, "SELECT public_id FROM practices WHERE slug = ?", PRACTICE)[0][0]
@@ -77,9 +67,9 @@ def test_merchant_key_is_shown_once_stored_as_a_hash_and_rotated_with_an_overlap
     assert key_hash == hashlib.sha256(key.encode()).hexdigest() and key not in str(_rows(
         dashboard, "SELECT * FROM access_keys")) + str(_rows(dashboard, "SELECT * FROM audit_log"))  # fmt: skip
 
-    bad = _post(admin, "/people/merchant-key", {"overlap_hours": "999999"})
-    assert bad.status_code == 400 and "0 to 720 hours" in _error_of(bad.text, "merchant-overlap")
-    rotated = _post(admin, "/people/merchant-key", {"overlap_hours": "2"})
+    bad = post_form(admin, "/people/merchant-key", {"overlap_hours": "999999"})
+    assert bad.status_code == 400 and "0 to 720 hours" in error_next_to(bad.text, "merchant-overlap")
+    rotated = post_form(admin, "/people/merchant-key", {"overlap_hours": "2"})
     assert rotated.status_code == 200 and prefix in rotated.text and "keep working until" in rotated.text
     assert _shown_key(rotated.text, "llm") != key
     assert "Replaced: works until" in admin.get("/people").text
@@ -92,34 +82,34 @@ def test_a_user_is_checked_field_by_field_then_added_with_privileges_hours_and_p
     dashboard: Dashboard,
 ) -> None:
     admin = dashboard.sign_in_client("admin")
-    answer = _post(
+    answer = post_form(
         admin,
         "/people/users",
         {"username": "new-user", "login_hours": "Mon-Fri 8am to 5pm", "password": "short"},
     )
     assert answer.status_code == 400
-    assert "Mon-Fri 08:00-18:00" in _error_of(answer.text, "new-login_hours")
-    assert "at least 10 characters" in _error_of(answer.text, "new-password")
+    assert "Mon-Fri 08:00-18:00" in error_next_to(answer.text, "new-login_hours")
+    assert "at least 10 characters" in error_next_to(answer.text, "new-password")
     assert "Mon-Fri 8am to 5pm" in answer.text  # what was typed is shown again
-    taken = _post(admin, "/people/users", {"username": "frontdesk"})
-    assert taken.status_code == 400 and "already has a user" in _error_of(taken.text, "new-username")
+    taken = post_form(admin, "/people/users", {"username": "frontdesk"})
+    assert taken.status_code == 400 and "already has a user" in error_next_to(taken.text, "new-username")
     assert _rows(dashboard, "SELECT count(*) FROM users") == [(2,)]
     frontdesk = _user_id(dashboard, "frontdesk")
     before = _rows(dashboard, "SELECT * FROM users WHERE id = ?", frontdesk)
-    changed = _post(
+    changed = post_form(
         admin,
         f"/people/users/{frontdesk}",
         {"privileges": ["view_reports"], "login_hours": "Funday 09:00-10:00"},
     )
-    assert changed.status_code == 400 and "Funday" in _error_of(changed.text, "u-login_hours")
-    mismatch = _post(
+    assert changed.status_code == 400 and "Funday" in error_next_to(changed.text, "u-login_hours")
+    mismatch = post_form(
         admin, f"/people/users/{frontdesk}/password", {"password": "a-long-password-1", "again": "other"}
     )
-    assert mismatch.status_code == 400 and "differ" in _error_of(mismatch.text, "pw-again")
+    assert mismatch.status_code == 400 and "differ" in error_next_to(mismatch.text, "pw-again")
     assert _rows(dashboard, "SELECT * FROM users WHERE id = ?", frontdesk) == before
     assert _audit(dashboard, "user.updated") == [] and _audit(dashboard, "user.password_set") == []
 
-    added = _post(
+    added = post_form(
         admin,
         "/people/users",
         {"username": "Hygienist", "display_name": "Hy Gienist", "privileges": ["view_reports", "retry_clear"],
@@ -144,7 +134,7 @@ def test_privileges_hours_and_active_are_changed_and_audited(dashboard: Dashboar
     admin = dashboard.sign_in_client("admin")
     frontdesk_client = dashboard.sign_in_client("frontdesk")
     frontdesk = _user_id(dashboard, "frontdesk")
-    saved = _post(
+    saved = post_form(
         admin,
         f"/people/users/{frontdesk}",
         {"display_name": "Front Desk", "privileges": ["view_reports", "run_sync"], "login_hours": "Tue 07:30-12:00"},
@@ -163,22 +153,22 @@ def test_privileges_hours_and_active_are_changed_and_audited(dashboard: Dashboar
     assert frontdesk_client.get("/account").status_code == 303  # an inactive user is signed out at once
     # An administrator cannot lock themselves out.
     admin_id = _user_id(dashboard, "admin")
-    own = _post(admin, f"/people/users/{admin_id}", {"privileges": ["view_reports"]})
+    own = post_form(admin, f"/people/users/{admin_id}", {"privileges": ["view_reports"]})
     assert own.status_code == 400
-    assert "manage users" in _error_of(own.text, "u-privileges") and _error_of(own.text, "u-active")
+    assert "manage users" in error_next_to(own.text, "u-privileges") and error_next_to(own.text, "u-active")
 
 
 def test_password_and_clerk_key_of_a_user(dashboard: Dashboard) -> None:
     admin = dashboard.sign_in_client("admin")
     frontdesk = _user_id(dashboard, "frontdesk")
-    set_answer = _post(
+    set_answer = post_form(
         admin,
         f"/people/users/{frontdesk}/password",
         {"password": "brand-new-pass-1", "again": "brand-new-pass-1"},
     )
     assert set_answer.status_code == 303
     dashboard.sign_in_client("frontdesk", "brand-new-pass-1").close()
-    issued = _post(admin, f"/people/users/{frontdesk}/clerk-key", {})
+    issued = post_form(admin, f"/people/users/{frontdesk}/clerk-key", {})
     assert issued.status_code == 200 and "for frontdesk" in issued.text
     key = _shown_key(issued.text, "llc")
     assert key not in admin.get(f"/people/users/{frontdesk}").text
@@ -204,7 +194,7 @@ def test_another_practices_user_is_not_found_and_unchanged(dashboard: Dashboard)
         (f"/people/users/{theirs}/clerk-key", {}),
         (f"/people/users/{theirs}/clerk-key", {"overlap_hours": "x"}),
     ):
-        assert _post(admin, url, data).status_code == 404, url
+        assert post_form(admin, url, data).status_code == 404, url
     assert _rows(dashboard, "SELECT * FROM users WHERE id = ?", theirs) == before
     assert _rows(dashboard, "SELECT count(*) FROM access_keys") == [(0,)]
     assert "theirs" not in admin.get("/people").text

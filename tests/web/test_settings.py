@@ -4,14 +4,11 @@ form checked field by field (400, nothing saved), audited, and limited to the si
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from typing import Any
 
-import httpx
-
 from ledgerlink.secrets import SecretBox
-from tests.web.conftest import Dashboard
+from tests.web.conftest import Dashboard, error_next_to, post_form
 
 RULES = {
     "type.terminal": "manual",
@@ -47,16 +44,6 @@ def _audit(dashboard: Dashboard, action: str) -> list[tuple[str, str, dict[str, 
         return [(actor, target, json.loads(detail)) for actor, target, detail in rows]
 
 
-def _post(client: httpx.Client, url: str, data: dict[str, Any]) -> httpx.Response:
-    return client.post(url, data={"csrf_token": client.csrf, **data})  # type: ignore[attr-defined]
-
-
-def _error_of(html: str, field_id: str) -> str:
-    found = re.search(rf'<p class="field-error" id="{re.escape(field_id)}-error">([^<]+)</p>', html)
-    assert found, f"no error next to {field_id}"
-    return found.group(1)
-
-
 def _connection(dashboard: Dashboard) -> Any:
     return _row(
         dashboard,
@@ -68,23 +55,23 @@ def _connection(dashboard: Dashboard) -> Any:
 def test_practice_settings_are_checked_field_by_field_then_saved_and_audited(dashboard: Dashboard) -> None:
     admin = dashboard.sign_in_client("admin")
     before = _row(dashboard, "SELECT name, timezone, locale, patient_capacity FROM practices")
-    answer = _post(
+    answer = post_form(
         admin,
         "/settings/practice",
         {"name": "  ", "timezone": "Mars/Olympus", "locale": "xx_YY", "patient_capacity": "lots"},
     )
     assert answer.status_code == 400
-    assert "needs a name" in _error_of(answer.text, "p-name")
-    assert "Mars/Olympus" in _error_of(answer.text, "p-timezone")
-    assert "unknown locale" in _error_of(answer.text, "p-locale")
-    assert "whole number" in _error_of(answer.text, "p-capacity")
+    assert "needs a name" in error_next_to(answer.text, "p-name")
+    assert "Mars/Olympus" in error_next_to(answer.text, "p-timezone")
+    assert "unknown locale" in error_next_to(answer.text, "p-locale")
+    assert "whole number" in error_next_to(answer.text, "p-capacity")
     assert 'value="Mars/Olympus"' in answer.text  # what was typed is shown again
     assert _row(dashboard, "SELECT name, timezone, locale, patient_capacity FROM practices") == before
     assert _audit(dashboard, "practice.update") == []
 
     page = admin.get("/settings")
     assert page.status_code == 200 and 'value="Bright Smile Dental"' in page.text
-    saved = _post(
+    saved = post_form(
         admin,
         "/settings/practice",
         {"name": "Smile Dental", "timezone": "America/Denver", "locale": "fr_CA", "patient_capacity": "500"},
@@ -113,17 +100,17 @@ def test_writeback_rules_are_checked_field_by_field_then_saved_and_audited(dashb
         "amount_mode": "half",
         "start_date": "2026-02-30",
     }
-    answer = _post(admin, "/settings/connections/1/rules", bad)
+    answer = post_form(admin, "/settings/connections/1/rules", bad)
     assert answer.status_code == 400
-    assert "automatic, manual or off" in _error_of(answer.text, "c1-type-terminal")
-    assert "instant, daily" in _error_of(answer.text, "c1-timing")
-    assert "25:00" in _error_of(answer.text, "c1-daily_time")
-    assert "net, gross" in _error_of(answer.text, "c1-amount_mode")
-    assert "2026-02-30" in _error_of(answer.text, "c1-start_date")
+    assert "automatic, manual or off" in error_next_to(answer.text, "c1-type-terminal")
+    assert "instant, daily" in error_next_to(answer.text, "c1-timing")
+    assert "25:00" in error_next_to(answer.text, "c1-daily_time")
+    assert "net, gross" in error_next_to(answer.text, "c1-amount_mode")
+    assert "2026-02-30" in error_next_to(answer.text, "c1-start_date")
     assert _connection(dashboard) == before
     assert _audit(dashboard, "connection.update") == []
 
-    assert _post(admin, "/settings/connections/1/rules", RULES).status_code == 303
+    assert post_form(admin, "/settings/connections/1/rules", RULES).status_code == 303
     _, _, amount, timing, daily, chargebacks, handling, start = _connection(dashboard)
     assert (amount, timing, daily[:5], chargebacks, start) == ("gross", "daily", "18:30", 1, "2026-01-15")
     assert json.loads(handling) == {"terminal": "manual", "membership": "off"}  # automatic is the default
@@ -135,11 +122,11 @@ def test_writeback_rules_are_checked_field_by_field_then_saved_and_audited(dashb
     assert detail["timing"] == {"previous": "instant", "new": "daily"}
     assert detail["daily_time"] == {"previous": "18:00:00", "new": "18:30:00"}
     # The same form again changes nothing and writes no audit entry.
-    assert _post(admin, "/settings/connections/1/rules", RULES).status_code == 303
+    assert post_form(admin, "/settings/connections/1/rules", RULES).status_code == 303
     assert len(_audit(dashboard, "connection.update")) == 1
     # Unticking the box turns chargebacks off.
     without = {k: v for k, v in RULES.items() if k != "chargebacks_enabled"}
-    assert _post(admin, "/settings/connections/1/rules", without).status_code == 303
+    assert post_form(admin, "/settings/connections/1/rules", without).status_code == 303
     assert _connection(dashboard)[5] == 0
 
 
@@ -159,25 +146,27 @@ def test_connection_settings_are_checked_by_the_connector_and_secrets_never_show
 
     url = f"/settings/connections/{od_id}/settings"
     form = {"name": "od", "setting.base_url": "http://127.0.0.1:9/api/v1", "setting.developer_key": ""}
-    bad = _post(
+    bad = post_form(
         admin, url, {**form, "setting.base_url": "ftp://office", "setting.requests_per_second": "fast"}
     )
     assert bad.status_code == 400
-    assert "http" in _error_of(bad.text, f"c{od_id}-s-base_url")
-    assert _error_of(bad.text, f"c{od_id}-s-requests_per_second")
+    assert "http" in error_next_to(bad.text, f"c{od_id}-s-base_url")
+    assert error_next_to(bad.text, f"c{od_id}-s-requests_per_second")
     assert DEVELOPER_KEY not in bad.text
-    taken = _post(admin, url, {**form, "name": "pms"})
-    assert taken.status_code == 400 and "already has a connection" in _error_of(taken.text, f"c{od_id}-name")
+    taken = post_form(admin, url, {**form, "name": "pms"})
+    assert taken.status_code == 400 and "already has a connection" in error_next_to(
+        taken.text, f"c{od_id}-name"
+    )
     assert _audit(dashboard, "connection.update") == []
 
     # A new address for the PMS needs the keys typed again: the stored ones would go to that server.
-    moved = _post(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1"})
+    moved = post_form(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1"})
     assert moved.status_code == 400
-    assert "again" in _error_of(moved.text, f"c{od_id}-s-customer_key")
+    assert "again" in error_next_to(moved.text, f"c{od_id}-s-customer_key")
     # An empty secret box keeps the key; a typed one replaces it, stored sealed (trimmed of pasted spaces).
-    replaced = _post(admin, url, {**form, "setting.customer_key": "  new-customer-key-1  "})
+    replaced = post_form(admin, url, {**form, "setting.customer_key": "  new-customer-key-1  "})
     assert replaced.status_code == 303
-    kept = _post(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1",
+    kept = post_form(admin, url, {**form, "setting.base_url": "http://127.0.0.1:10/api/v1",
                               "setting.developer_key": DEVELOPER_KEY,
                               "setting.customer_key": "new-customer-key-1"})  # fmt: skip
     assert kept.status_code == 303
@@ -196,8 +185,10 @@ def test_connection_settings_are_checked_by_the_connector_and_secrets_never_show
         {"settings": ["base_url", "customer_key", "developer_key"]},
     ]
     # A sandbox office file must stay inside the data directory.
-    answer = _post(admin, "/settings/connections/1/settings", {"name": "pms", "setting.path": "/etc/passwd"})
-    assert answer.status_code == 400 and "relative path" in _error_of(answer.text, "c1-s-path")
+    answer = post_form(
+        admin, "/settings/connections/1/settings", {"name": "pms", "setting.path": "/etc/passwd"}
+    )
+    assert answer.status_code == 400 and "relative path" in error_next_to(answer.text, "c1-s-path")
     assert json.loads(_connection(dashboard)[1])["path"] == "demo-pms.db"
 
 
@@ -211,6 +202,6 @@ def test_another_practices_connection_is_not_found_and_unchanged(dashboard: Dash
         (f"/settings/connections/{other[0]}/settings", {"name": "mine now"}),
         ("/settings/connections/987654/rules", RULES),
     ):
-        assert _post(admin, url, data).status_code == 404, url
+        assert post_form(admin, url, data).status_code == 404, url
     assert _row(dashboard, "SELECT id, timing, name FROM connections WHERE name = 'theirs'") == other
     assert "theirs" not in admin.get("/settings").text
