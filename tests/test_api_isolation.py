@@ -451,7 +451,16 @@ async def user_password(w: World) -> None:
         w.not_found(await b.put(f"/v1/users/{w.a.user_id}/password", json=body))
 
 
+async def key_revoke(w: World) -> None:
+    prefix = w.a.merchant_key.split("_")[1]
+    async with w.staff(w.b) as b:
+        w.not_found(await b.post(f"/v1/keys/{prefix}/revoke"))
+    async with w.pull(w.a) as a:  # A's key still works: B cannot revoke it
+        assert (await a.get("/v1/pull/alerts")).status_code == 200
+
+
 CASES: dict[str, Case] = {
+    "POST /v1/keys/{prefix}/revoke": Case(key_revoke),
     "POST /v1/connections/{connection_id}/sync": Case(sync_start),
     "GET /v1/connections/{connection_id}/sync/{run_id}": Case(sync_status),
     "GET /v1/patients/{patient_id}/suggestions": Case(patient_suggestions),

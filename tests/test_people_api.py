@@ -186,6 +186,33 @@ async def test_integration_keys_are_issued_rotated_and_listed_without_the_key(ap
     assert one["key"] not in audit and two["key"] not in audit
 
 
+async def test_a_leaked_key_is_revoked_at_once_without_an_overlap(api: Api, db: Database) -> None:
+    async with api.client() as client:
+        issued = (await client.post("/v1/integration-keys")).json()
+        user = (
+            await client.post("/v1/users", json={"username": "desk", "privileges": ["view_reports"]})
+        ).json()
+        clerk = (await client.post(f"/v1/users/{user['id']}/clerk-key")).json()
+        revoked = await client.post(f"/v1/keys/{issued['prefix']}/revoke")
+        again = await client.post(f"/v1/keys/{issued['prefix']}/revoke")  # harmless, still revoked
+        clerk_revoked = await client.post(f"/v1/keys/{clerk['prefix']}/revoke")
+        missing = await client.post("/v1/keys/0123456789abcdef/revoke")
+    assert revoked.status_code == 200 and revoked.json()["live"] is False and revoked.json()["revoked_at"]
+    assert again.json()["revoked_at"] == revoked.json()["revoked_at"]
+    assert clerk_revoked.status_code == 200 and clerk_revoked.json()["live"] is False
+    assert missing.status_code == 404
+    async with db.sessions() as session:
+        practice = await session.get_one(Practice, api.practice.id)
+        assert await verify_key(session, practice, MERCHANT, issued["key"]) is None
+    headers = {"X-Practice-Id": issued["practice_id"], "X-Merchant-Key": issued["key"]}
+    async with httpx.AsyncClient(base_url=api.url, headers=headers) as pms:
+        pulled = await pms.get("/v1/pull/alerts")
+    assert pulled.status_code == 401
+    audit = await audit_text(db)
+    assert audit.count("merchant_key.revoked") == 1 and "clerk_key.revoked" in audit
+    assert issued["key"] not in audit
+
+
 async def test_people_routes_need_a_staff_token(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url) as client:
         for method, path in [
@@ -243,5 +270,9 @@ def test_users_and_keys_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         keys = cli("keys", "list").stdout
         assert merchant.stdout.strip().split("_", 2)[2] not in keys
         assert "expired" in keys and "live" in keys
+        live_prefix = rotated.stdout.strip().split("_")[1]
+        assert "is revoked" in cli("keys", "revoke", live_prefix).output
+        assert "revoked" in cli("keys", "list").stdout
+        assert "no key with prefix" in cli("keys", "revoke", "nosuchprefix", expect=3).output
     finally:
         get_settings.cache_clear()

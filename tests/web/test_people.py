@@ -198,3 +198,24 @@ def test_another_practices_user_is_not_found_and_unchanged(dashboard: Dashboard)
     assert _rows(dashboard, "SELECT * FROM users WHERE id = ?", theirs) == before
     assert _rows(dashboard, "SELECT count(*) FROM access_keys") == [(0,)]
     assert "theirs" not in admin.get("/people").text
+
+
+def test_a_key_is_revoked_now_from_the_page_and_only_the_practices_own(dashboard: Dashboard) -> None:
+    key = dashboard.cli("keys", "issue").stdout.strip()
+    prefix = key.split("_")[1]
+    dashboard.cli("practice", "create", "other", "--name", "Other Dental", "--timezone", "America/Chicago")
+    theirs = dashboard.cli("keys", "issue", "--practice", "other").stdout.strip().split("_")[1]
+    admin = dashboard.sign_in_client("admin")
+    assert "Revoke now" in admin.get("/people").text
+    assert post_form(admin, f"/people/keys/{theirs}/revoke", {}).status_code == 404
+    forged = admin.post(f"/people/keys/{prefix}/revoke", data={"csrf_token": "forged"})
+    assert forged.status_code == 403
+    frontdesk = dashboard.sign_in_client("frontdesk")
+    assert post_form(frontdesk, f"/people/keys/{prefix}/revoke", {}).status_code == 403
+    assert "Revoked" not in admin.get("/people").text
+    done = post_form(admin, f"/people/keys/{prefix}/revoke", {})
+    assert done.status_code == 303
+    page = admin.get("/people").text
+    assert "Revoked" in page and key not in page
+    listed = dashboard.cli("keys", "list", "--practice", "other").stdout
+    assert theirs in listed and "revoked" not in listed  # the other practice's key is untouched

@@ -23,6 +23,7 @@ from ledgerlink.access_keys import (
     issue_clerk_key,
     issue_merchant_key,
     list_keys,
+    revoke_key,
 )
 from ledgerlink.api.auth import database
 from ledgerlink.api.errors import ErrorEnvelope
@@ -48,6 +49,9 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 Privilege = StrEnum("Privilege", {name: name for name in PRIVILEGES})  # type: ignore[misc]
 UserId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the user's id")]
+KeyPrefix = Annotated[
+    str, Path(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$", description="the key's prefix")
+]
 HHMM = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"
 
 
@@ -296,6 +300,19 @@ def key_out(key: AccessKey, now: datetime) -> KeyOut:
         revoked_at=key.revoked_at,
         live=is_live(key, now),
     )
+
+
+@router.post(
+    "/keys/{prefix}/revoke",
+    response_model=KeyOut,
+    responses=NOT_FOUND,
+    summary="Revoke a merchant or clerk key now (one that leaked: no overlap)",
+)
+async def post_revoke_key(request: Request, caller: StaffCaller, prefix: KeyPrefix) -> KeyOut:
+    async with database(request).sessions.begin() as session:
+        practice = await _practice(session, caller.practice)
+        key = await revoke_key(session, practice, prefix, actor=caller.actor)
+        return key_out(key, clock.utcnow())
 
 
 @router.get(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledgerlink.access_keys import CLERK, MERCHANT, IssuedKey, is_live, list_keys, live_keys
+from ledgerlink.access_keys import CLERK, MERCHANT, IssuedKey, is_live, list_keys, live_keys, revoke_key
 from ledgerlink.errors import Conflict, InvalidInput
 from ledgerlink.login_hours import describe, parse_window
 from ledgerlink.passwords import set_password
@@ -242,6 +242,22 @@ def keys_rotate(overlap_hours: OverlapOpt = None, practice: PracticeOpt = None) 
                 )
             issued = await issue_merchant_key(session, p, actor=_cli().ACTOR, overlap=_overlap(overlap_hours))
         _show_key(issued, "merchant key")
+
+    _cli().run(work)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, as `keys list` or `users list` shows it.")],
+    practice: PracticeOpt = None,
+) -> None:
+    """End a merchant or clerk key now (one that leaked: a rotation would keep it working for the overlap)."""
+
+    async def work(db: Database, _: Settings) -> None:
+        async with db.sessions.begin() as session:
+            p = await resolve_practice(session, practice)
+            key = await revoke_key(session, p, prefix, actor=_cli().ACTOR)
+        _cli().err.print(f"{key.kind} key {key.prefix} of {p.slug!r} is revoked: it no longer works")
 
     _cli().run(work)
 

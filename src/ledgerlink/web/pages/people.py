@@ -32,6 +32,7 @@ from ledgerlink.access_keys import (
     issue_clerk_key,
     issue_merchant_key,
     list_keys,
+    revoke_key,
 )
 from ledgerlink.api.auth import database
 from ledgerlink.errors import Conflict, InvalidInput, NotFound
@@ -57,6 +58,7 @@ from ledgerlink.web.staff import Staff, UserManager, checked_form
 
 router = APIRouter(include_in_schema=False)
 UserId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+KeyPrefix = Annotated[str, PathParam(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")]
 
 PRIVILEGE_LABELS = {
     VIEW_REPORTS: "See the sync report, reconciliation and patients",
@@ -215,6 +217,21 @@ async def rotate_merchant_key(request: Request, staff: UserManager) -> Response:
         assert practice is not None
         issued = await issue_merchant_key(session, practice, actor=staff.actor, overlap=overlap)
     return _issued_page(request, staff, issued, what="merchant key")
+
+
+@router.post("/people/keys/{prefix}/revoke", response_class=HTMLResponse)
+async def revoke_access_key(request: Request, staff: UserManager, prefix: KeyPrefix) -> Response:
+    """End a merchant or clerk key now: for a key that leaked, which must not wait out a rotation overlap."""
+    await checked_form(request, staff)
+    async with database(request).sessions.begin() as session:
+        practice = await session.get(Practice, staff.practice.id)
+        assert practice is not None
+        try:
+            key = await revoke_key(session, practice, prefix, actor=staff.actor)
+        except NotFound:
+            raise HTTPException(404) from None
+    back = f"/people/users/{key.user_id}" if key.user_id is not None else "/people#keys"
+    return redirect(back, f"Key {key.prefix} is revoked: it no longer works anywhere.")
 
 
 def _checked_user_fields(form: FormData, errors: dict[str, str]) -> tuple[list[str], list[dict[str, Any]]]:
