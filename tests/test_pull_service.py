@@ -13,14 +13,16 @@ from sqlalchemy import select
 from ledgerlink.connectors.registry import open_connector
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.domain.report import ReportCategory, SyncReport
+from ledgerlink.engine.operations import clear_writebacks
 from ledgerlink.errors import Conflict, InvalidInput, NotFound
+from ledgerlink.notify.digest import _unsent
 from ledgerlink.practices import add_connection
 from ledgerlink.pull.acknowledge import Acknowledgement, AckResult, AckStatus, acknowledge
 from ledgerlink.pull.alerts import alert_feed, mark_done
 from ledgerlink.pull.download import DownloadPage, download
 from ledgerlink.pull.runs import current_report, finish_run, practice_run
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import Connection, Practice, Writeback
+from ledgerlink.store.models import Alert, Connection, Practice, Writeback
 from tests.conftest import make_practice
 from tests.factories import add_patient, add_transaction
 
@@ -110,6 +112,26 @@ async def test_declines_are_skipped_and_a_missing_account_fails_with_an_alert(db
     assert line(report, ReportCategory.SALES) == (1, 9700)
     assert line(report, ReportCategory.DECLINED) == (1, 5000)
     assert line(report, ReportCategory.INVALID_PATIENT_ID) == (1, 9700)
+
+
+async def test_an_alert_leaves_the_feed_and_the_digest_once_its_payment_is_cleared(db: Database) -> None:
+    practice, connection = await pull_practice(db)
+    unknown = await add_patient(db, practice, connection, "p2", None)
+    await add_transaction(db, practice, "no_account", patient=unknown)
+    await add_transaction(db, practice, "no_account_2", patient=unknown)
+    await pull(db, practice)
+    async with db.sessions() as session:
+        assert [a.processor_ref for a in await alert_feed(session, practice)] == [
+            "no_account",
+            "no_account_2",
+        ]
+        failed = list(await session.scalars(select(Writeback.id).order_by(Writeback.id)))
+    async with db.sessions.begin() as session:  # staff posted the first by hand, and said so
+        await clear_writebacks(session, practice.id, failed[:1], actor="test")
+    async with db.sessions() as session:
+        assert [a.processor_ref for a in await alert_feed(session, practice)] == ["no_account_2"]
+        digest_rows = await session.scalars(select(Alert.writeback_id).where(_unsent(practice.id)))
+        assert list(digest_rows) == failed[1:]
 
 
 async def test_loaded_is_not_offered_again_and_a_repeat_ack_is_already_processed(db: Database) -> None:

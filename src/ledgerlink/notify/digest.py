@@ -25,6 +25,7 @@ from ledgerlink.log import get_logger
 from ledgerlink.notify.claim import digest_round, practice_claim
 from ledgerlink.notify.content import Digest, DigestAlert, dashboard_link, digest_notice, without_names
 from ledgerlink.notify.delivery import Delivery, deliver, http_client
+from ledgerlink.open_alerts import alert_is_open
 from ledgerlink.secrets import SecretBox
 from ledgerlink.settings import Settings
 from ledgerlink.store.db import Database
@@ -121,9 +122,7 @@ async def send_digests(
 
 async def _practices_with_news(session: AsyncSession, only: int | None) -> list[tuple[int, str]]:
     """Practices with an active target and an alert neither sent nor resolved, by id."""
-    pending = exists().where(
-        Alert.practice_id == Practice.id, Alert.notified_at.is_(None), Alert.resolved_at.is_(None)
-    )
+    pending = exists().where(Alert.practice_id == Practice.id, Alert.notified_at.is_(None), alert_is_open())
     targeted = exists().where(
         NotificationTarget.practice_id == Practice.id, NotificationTarget.active.is_(True)
     )
@@ -187,7 +186,7 @@ async def _send_one(
 
 
 def _unsent(practice_id: int) -> ColumnElement[bool]:
-    return and_(Alert.practice_id == practice_id, Alert.notified_at.is_(None), Alert.resolved_at.is_(None))
+    return and_(Alert.practice_id == practice_id, Alert.notified_at.is_(None), alert_is_open())
 
 
 async def pending_alerts(

@@ -1,6 +1,7 @@
 """The alert feed a pulling PMS shows as tasks (seed 001: Workbench -> Tasks, and a note on the patient).
 
-The feed holds the practice's open alerts that concern its pull connections (or no connection at all)
+The feed holds the practice's open alerts (`ledgerlink.open_alerts`: a writeback since posted, cleared or
+skipped no longer needs its task) that concern its pull connections (or no connection at all)
 and that the PMS has not taken yet, oldest first. The PMS marks each one done once it has made its task,
 and it leaves the feed. Alerts of the practice's other connections belong to those PMSs and never appear.
 """
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledgerlink.audit import record_audit
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.errors import NotFound
+from ledgerlink.open_alerts import alert_is_open
 from ledgerlink.practices import PULL_KIND
 from ledgerlink.store.models import Alert, Connection, PatientAccount, Practice, Transaction, Writeback
 
@@ -42,7 +44,7 @@ async def alert_feed(
     """The open alerts the PMS has not taken yet, oldest first, with ids above `after`."""
     rows = await session.execute(
         _feed_query(practice)
-        .where(Alert.resolved_at.is_(None), Alert.delivered_to_pms.is_(False), Alert.id > after)
+        .where(alert_is_open(), Alert.delivered_to_pms.is_(False), Alert.id > after)
         .order_by(Alert.id)
         .limit(max(1, min(limit, MAX_LIMIT)))
     )
