@@ -10,10 +10,11 @@ key (`registry.settings_to_store`). Every problem is an `InvalidInput` naming it
 
 from __future__ import annotations
 
+import enum
 import re
 from datetime import date, time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
@@ -29,6 +30,8 @@ from ledgerlink.errors import Conflict, InvalidInput
 from ledgerlink.practices import PULL_KIND, parse_type_handling
 from ledgerlink.secrets import SecretBox
 from ledgerlink.store.models import Connection
+
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
 
 MASK = "********"
 # Setting names that hold secrets even when a value is stored plain (the direct mode's database URL, and
@@ -189,22 +192,19 @@ def parse_daily_time(text: str) -> time:
         ) from None
 
 
-def parse_amount_mode(text: str) -> AmountMode:
+def _choice(kind: type[_Choice], text: str, what: str, field: str) -> _Choice:
     try:
-        return AmountMode(text)
+        return kind(text)
     except ValueError:
-        raise InvalidInput(
-            f"the amount is one of {', '.join(m.value for m in AmountMode)}", field="rules.amount_mode"
-        ) from None
+        raise InvalidInput(f"{what} is one of {', '.join(m.value for m in kind)}", field=field) from None
+
+
+def parse_amount_mode(text: str) -> AmountMode:
+    return _choice(AmountMode, text, "the amount", "rules.amount_mode")
 
 
 def parse_timing(text: str) -> Timing:
-    try:
-        return Timing(text)
-    except ValueError:
-        raise InvalidInput(
-            f"the timing is one of {', '.join(t.value for t in Timing)}", field="rules.timing"
-        ) from None
+    return _choice(Timing, text, "the timing", "rules.timing")
 
 
 def merge_type_handling(stored: dict[str, Any], change: dict[str, TypeHandling | None]) -> dict[str, str]:
@@ -284,6 +284,12 @@ async def update_connection(
             changes,
         )
     return changes
+
+
+async def practice_connections(session: AsyncSession, practice_id: int) -> list[Connection]:
+    """The practice's connections, oldest first."""
+    query = select(Connection).where(Connection.practice_id == practice_id).order_by(Connection.id)
+    return list(await session.scalars(query))
 
 
 async def find_connection(session: AsyncSession, practice_id: int, connection_id: int) -> Connection | None:

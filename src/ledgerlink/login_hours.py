@@ -13,6 +13,7 @@ People type windows as `Mon-Fri 08:00-18:00` or `Sat 09:00-13:00` (days may also
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -132,6 +133,14 @@ def parse_window(text: str) -> dict[str, Any]:
     if match is None:
         raise InvalidInput(f"{where}: write days then hours, such as 'Mon-Fri 08:00-18:00'", field=FIELD)
     return _window(_days(match["days"], where), match["start"], match["end"], where).as_json()
+
+
+def parse_windows(texts: Iterable[str]) -> list[dict[str, Any]]:
+    """Windows as people type them, one per text (blank ones ignored); none, "any" or "any time": any time."""
+    windows = [text.strip() for text in texts if text.strip()]
+    if [w.lower() for w in windows] in ([], ["any"], ["any time"]):
+        return []
+    return [parse_window(window) for window in windows]
 
 
 def _describe_days(days: tuple[int, ...]) -> str:

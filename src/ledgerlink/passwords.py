@@ -8,6 +8,7 @@ so a password changed because it leaked locks out whoever had it.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -21,8 +22,13 @@ from ledgerlink.store.models import User, WebSession
 MIN_LENGTH = 10
 MAX_LENGTH = 200
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so that a wrong username takes as long as a wrong password.
-_DECOY = _hasher.hash("ledgerlink decoy password")
+
+
+@functools.cache
+def _decoy() -> str:
+    """Verified against when the user does not exist, so that a wrong username takes as long as a wrong
+    password. Made on first use, not at import: every CLI command imports this module."""
+    return _hasher.hash("ledgerlink decoy password")
 
 
 def check_password(password: str) -> str:
@@ -42,7 +48,7 @@ def hash_password(password: str) -> str:
 def password_matches(stored_hash: str | None, password: str) -> bool:
     """Whether `password` is the one `stored_hash` was made from; always costs one argon2 verification."""
     try:
-        return _hasher.verify(stored_hash or _DECOY, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _decoy(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

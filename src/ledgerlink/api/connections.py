@@ -26,6 +26,7 @@ from ledgerlink.api.errors import ApiError, ErrorEnvelope
 from ledgerlink.api.writebacks import ISO_DATE, StaffCaller
 from ledgerlink.connection_settings import (
     MASK,
+    find_connection,
     masked,
     merge_type_handling,
     parse_daily_time,
@@ -139,9 +140,7 @@ def connection_out(connection: Connection) -> ConnectionOut:
 
 async def owned_connection(session: AsyncSession, practice_id: int, connection_id: int) -> Connection:
     """The caller's connection; another practice's is answered like one that does not exist."""
-    connection = await session.scalar(
-        select(Connection).where(Connection.id == connection_id, Connection.practice_id == practice_id)
-    )
+    connection = await find_connection(session, practice_id, connection_id)
     if connection is None:
         raise ApiError(404, "not_found", f"no connection {connection_id}", field="connection_id")
     return connection

@@ -15,7 +15,7 @@ import typer
 
 from ledgerlink.access_keys import CLERK, MERCHANT, IssuedKey, is_live, list_keys, live_keys, revoke_key
 from ledgerlink.errors import Conflict, InvalidInput
-from ledgerlink.login_hours import describe, parse_window
+from ledgerlink.login_hours import describe, parse_windows
 from ledgerlink.passwords import set_password
 from ledgerlink.practices import resolve_practice
 from ledgerlink.users import PRIVILEGES, create_user, find_user, list_users, update_user
@@ -46,12 +46,6 @@ def _cli() -> Any:
 
 def _overlap(hours: int | None) -> timedelta | None:
     return timedelta(hours=hours) if hours is not None else None
-
-
-def _hours(windows: list[str]) -> list[dict[str, Any]]:
-    if [w.strip().lower() for w in windows] in ([], ["any"], ["any time"]):
-        return []
-    return [parse_window(window) for window in windows]
 
 
 def _show_key(issued: IssuedKey, what: str) -> None:
@@ -87,7 +81,7 @@ def users_add(
                 actor=_cli().ACTOR,
                 display_name=name,
                 privileges=privilege or [],
-                login_hours=_hours(hours or []),
+                login_hours=parse_windows(hours or []),
             )
         _cli().err.print(f"added user {user.username} (id {user.id}) to {p.slug}")
 
@@ -124,7 +118,10 @@ def users_set_hours(
         async with db.sessions.begin() as session:
             p = await resolve_practice(session, practice)
             user = await update_user(
-                session, await find_user(session, p, username), actor=_cli().ACTOR, login_hours=_hours(hours)
+                session,
+                await find_user(session, p, username),
+                actor=_cli().ACTOR,
+                login_hours=parse_windows(hours),
             )
         _cli().err.print(f"{user.username} may sign in {describe(user.login_hours)} ({p.timezone})")
 

@@ -85,6 +85,7 @@ def idempotency_key(writeback_id: int) -> str:
 class SyncProgress:
     done: int
     total: int
+    run_id: int = 0  # the run being reported on (recorded before the first report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +200,7 @@ class _Sync:
 
     def _report_progress(self) -> None:
         if self.progress is not None:
-            self.progress(SyncProgress(self.done, max(self.total, self.done)))
+            self.progress(SyncProgress(self.done, max(self.total, self.done), self.run_id))
 
     async def _process_all(self) -> None:
         """Passes over the due writebacks until nothing is left or nothing more can move."""

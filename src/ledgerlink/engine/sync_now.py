@@ -3,9 +3,8 @@
 
 `start_sync` starts `run_sync` as an asyncio task of the server (like a patient import), holding the
 connection's lease like any sync: when a worker or another sync already holds it, `SyncAlreadyRunning` is
-raised and nothing is started. The run's id is known once the run has started: while the run holds the
-lease, the connection's lease owner is the owner given here, so the connection's running run is this one;
-once it has ended, the task's outcome names it. Progress (done of total) lives in the process that runs the
+raised and nothing is started. The run's id comes with its first progress report (or, for a run that ended
+at once, with its outcome). Progress (done of total) lives in the process that runs the
 sync (`progress_of`); any other process sees the same run as running without a count, from the database.
 
 The tasks are kept on the application's state; `stop_syncs` (called by the application's shutdown) asks them
@@ -21,7 +20,6 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
 from starlette.datastructures import State
 
 from ledgerlink.audit import record_audit
@@ -33,12 +31,11 @@ from ledgerlink.errors import Conflict, LedgerlinkError
 from ledgerlink.log import get_logger
 from ledgerlink.practices import PULL_KIND
 from ledgerlink.store.db import Database
-from ledgerlink.store.models import Connection, SyncRun
+from ledgerlink.store.models import Connection
 
 log = get_logger(__name__)
 
 START_TIMEOUT_S = 30.0  # how long `start_sync` waits for the run to be recorded
-END_WAIT_S = 5.0  # how long it waits for a run that has already ended to hand back its id
 STOP_GRACE_S = 10.0  # how long a shutdown lets a sync finish the slice of writes in hand
 
 _TASKS = "sync_tasks"  # on app.state: task -> its tracker, until the task ends
@@ -70,7 +67,7 @@ class SyncTracker:
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end after the slice in hand
 
     def update(self, step: SyncProgress) -> None:
-        self.done, self.total = step.done, step.total
+        self.done, self.total, self.run_id = step.done, step.total, step.run_id
         self.started.set()
 
 
@@ -163,7 +160,7 @@ def _outcome(task: asyncio.Task[SyncOutcome]) -> SyncOutcome:
     return task.result()
 
 
-async def _started_run(db: Database, task: asyncio.Task[SyncOutcome], tracker: SyncTracker) -> int | None:
+async def _started_run(task: asyncio.Task[SyncOutcome], tracker: SyncTracker) -> int | None:
     """The id of the run the task started; raises what stopped it from starting (`SyncAlreadyRunning`...).
     None when it is still starting after `START_TIMEOUT_S`."""
     waiter = asyncio.ensure_future(tracker.started.wait())
@@ -171,24 +168,8 @@ async def _started_run(db: Database, task: asyncio.Task[SyncOutcome], tracker: S
         await asyncio.wait({task, waiter}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
-    if not tracker.started.is_set():
-        return _outcome(task).run_id if task.done() else None
-    async with db.sessions() as session:
-        running = await session.scalar(
-            select(SyncRun.id)
-            .join(Connection, Connection.id == SyncRun.connection_id)
-            .where(
-                Connection.id == tracker.connection_id,
-                Connection.sync_owner == tracker.owner,
-                SyncRun.status == "running",
-            )
-            .order_by(SyncRun.id.desc())
-            .limit(1)
-        )
-    if running is not None:
-        return int(running)
-    # The lease is no longer this run's: it has ended, and its outcome names it.
-    await asyncio.wait({task}, timeout=END_WAIT_S)
+    if tracker.started.is_set():
+        return tracker.run_id
     return _outcome(task).run_id if task.done() else None
 
 
@@ -209,10 +190,9 @@ async def start_sync(state: State, db: Database, connection: Connection, *, acto
         _run(db, connection, state.data_dir, tracker), name=f"sync now {connection.id}"
     )
     _keep(state, task, tracker)
-    run_id = await _started_run(db, task, tracker)
+    run_id = await _started_run(task, tracker)
     running = not task.done()
     if run_id is not None and running:
-        tracker.run_id = run_id
         _progress(state)[run_id] = tracker
     async with db.sessions.begin() as session:
         await record_audit(

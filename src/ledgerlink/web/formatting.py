@@ -41,6 +41,3 @@ class PracticeFormat:
             return ""
         local = value.astimezone(time_zone(self.timezone))
         return f"{format_date(local, 'medium', locale=self.locale)}, {format_time(local, 'short', locale=self.locale)}"
-
-    def iso_day(self, value: date | None) -> str:
-        return value.isoformat() if value else ""

@@ -42,7 +42,6 @@ from ledgerlink.web.staff import (
     checked_form,
     csrf_ok,
     outside_hours_reason,
-    signed_in,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -83,7 +82,7 @@ async def sign_in_page(request: Request) -> Response:
     async with database(request).sessions.begin() as session:
         found = await find_session(session, request.cookies.get(COOKIE, ""))
     if found is not None and outside_hours_reason(found.user, found.practice, utcnow()) is None:
-        staff = await signed_in(request)
+        staff = Staff(found.practice, found.user, found.web_session.csrf_token)
         return RedirectResponse(home_for(staff), status_code=303)
     return _sign_in_page(request)
 

@@ -31,7 +31,7 @@ from ledgerlink.users import (
     RUN_SYNC,
     VIEW_REPORTS,
 )
-from ledgerlink.web.formatting import PracticeFormat
+from ledgerlink.web.formatting import DEFAULT_LOCALE, PracticeFormat
 from ledgerlink.web.sessions import COOKIE, end_session, find_session
 
 PRIVILEGE_WORDS = {
@@ -79,7 +79,7 @@ class Staff:
 
     @property
     def fmt(self) -> PracticeFormat:
-        return PracticeFormat(self.practice.locale or "en_US", self.practice.timezone)
+        return PracticeFormat(self.practice.locale or DEFAULT_LOCALE, self.practice.timezone)
 
     def can(self, privilege: str) -> bool:
         return privilege in self.user.privileges

@@ -18,11 +18,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from ledgerlink.api.auth import database
+from ledgerlink.connection_settings import practice_connections
 from ledgerlink.errors import InvalidInput, LedgerlinkError, NotFound
 from ledgerlink.patients import uploads
 from ledgerlink.patients.csv_reader import PatientFileError
@@ -274,13 +274,7 @@ async def _form_page(
     before: int | None = None,
 ) -> Response:
     async with database(request).sessions() as session:
-        connections = list(
-            await session.scalars(
-                select(Connection)
-                .where(Connection.practice_id == staff.practice.id)
-                .order_by(Connection.name)
-            )
-        )
+        connections = sorted(await practice_connections(session, staff.practice.id), key=lambda c: c.name)
         recent = await uploads.recent_imports(session, staff.practice.id, IMPORTS_PER_PAGE + 1, before)
     return render(
         request,

@@ -16,11 +16,11 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.api.auth import database
+from ledgerlink.connection_settings import find_connection, practice_connections
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.engine.operations import WritebackFilter, reconciliation_rows, retry_writebacks
 from ledgerlink.errors import Conflict, InvalidInput
@@ -97,14 +97,6 @@ class ConnectionAccount:
     suggestions_problem: str  # why the PMS could not be asked, or ""
 
 
-async def _connections(session: AsyncSession, practice_id: int) -> list[Connection]:
-    return list(
-        await session.scalars(
-            select(Connection).where(Connection.practice_id == practice_id).order_by(Connection.id)
-        )
-    )
-
-
 async def _suggestions(
     request: Request, session: AsyncSession, connection: Connection, patient: Patient
 ) -> tuple[list[Suggestion], str]:
@@ -138,7 +130,7 @@ async def _patient_page(
             session, staff.practice.id, WritebackFilter(status="failed", patient_id=patient.id), limit=200
         )
         accounts = []
-        for connection in await _connections(session, staff.practice.id):
+        for connection in await practice_connections(session, staff.practice.id):
             waiting = await awaiting_retry(session, patient.id, connection.id)
             suggestions: list[Suggestion] = []
             problem = ""
@@ -180,11 +172,7 @@ async def set_account(
     try:
         async with database(request).sessions.begin() as session:
             patient = await practice_patient(session, staff.practice.id, patient_id)
-            connection = await session.scalar(
-                select(Connection).where(
-                    Connection.id == connection_id, Connection.practice_id == staff.practice.id
-                )
-            )
+            connection = await find_connection(session, staff.practice.id, connection_id)
             if patient is None or connection is None:
                 raise HTTPException(404)
             await set_account_number(session, connection, patient.patient_ref, number, actor=staff.actor)

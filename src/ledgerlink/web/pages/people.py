@@ -36,7 +36,7 @@ from ledgerlink.access_keys import (
 )
 from ledgerlink.api.auth import database
 from ledgerlink.errors import Conflict, InvalidInput, NotFound
-from ledgerlink.login_hours import describe, parse_window
+from ledgerlink.login_hours import describe, parse_windows
 from ledgerlink.passwords import MIN_LENGTH, check_password, set_password
 from ledgerlink.store.models import AccessKey, Practice, User
 from ledgerlink.users import (
@@ -115,8 +115,7 @@ def _overlap(form: FormData) -> timedelta:
 
 def login_hours_from_text(text: str) -> list[dict[str, Any]]:
     """The windows typed one per line (or separated by ';'), each read by `login_hours.parse_window`."""
-    lines = [line.strip() for line in text.replace(";", "\n").splitlines() if line.strip()]
-    return [parse_window(line) for line in lines]
+    return parse_windows(text.replace(";", "\n").splitlines())
 
 
 def hours_text(windows: list[dict[str, Any]]) -> str:

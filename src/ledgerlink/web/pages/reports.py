@@ -15,11 +15,11 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledgerlink.api.auth import database
 from ledgerlink.clock import utcnow
+from ledgerlink.connection_settings import practice_connections
 from ledgerlink.domain.report import SyncReport
 from ledgerlink.engine.reports import (
     grand_total,
@@ -85,14 +85,6 @@ def _parse_day(text: str, label: str) -> tuple[date | None, str]:
         return date.fromisoformat(text), ""
     except ValueError:
         return None, f"{label} is not a date: enter it as YYYY-MM-DD (for example 2026-12-02)."
-
-
-async def practice_connections(session: AsyncSession, practice_id: int) -> list[Connection]:
-    return list(
-        await session.scalars(
-            select(Connection).where(Connection.practice_id == practice_id).order_by(Connection.id)
-        )
-    )
 
 
 def owned_connection(connections: list[Connection], text: str) -> Connection:

@@ -12,6 +12,7 @@ one shows as "set" and an empty box keeps it.
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
-from sqlalchemy import select
 from starlette.datastructures import FormData
 
 from ledgerlink.api.auth import database
@@ -38,6 +38,7 @@ from ledgerlink.connection_settings import (
     parse_daily_time,
     parse_start_date,
     parse_timing,
+    practice_connections,
     settings_model,
     update_connection,
 )
@@ -76,7 +77,14 @@ TIMING_CHOICES = (
     (Timing.DAILY.value, "Daily: once a day at the time below"),
 )
 LOCALE_SUGGESTIONS = ("en_US", "en_CA", "fr_CA", "es_US", "en_GB", "en_AU")
-ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
+
+
+@functools.cache
+def zones() -> list[str]:
+    """The IANA zones offered in the time zone field; read from tzdata once, when the page is first shown."""
+    return sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
+
+
 KIND_WORDS = {
     "sandbox": "Sandbox PMS (for trying ledgerlink)",
     "opendental": "Open Dental (REST API)",
@@ -252,11 +260,7 @@ async def _page(
     async with database(request).sessions() as session:
         practice = await session.get(Practice, staff.practice.id)
         assert practice is not None
-        connections = list(
-            await session.scalars(
-                select(Connection).where(Connection.practice_id == practice.id).order_by(Connection.id)
-            )
-        )
+        connections = await practice_connections(session, practice.id)
     views = [_view(c) for c in connections]
     practice_values = _practice_values(practice)
     if submitted is not None:
@@ -289,7 +293,7 @@ async def _page(
         amount_choices=AMOUNT_CHOICES,
         timing_choices=TIMING_CHOICES,
         kind_words=KIND_WORDS,
-        zones=ZONES,
+        zones=zones(),
         locales=LOCALE_SUGGESTIONS,
     )
 
@@ -366,15 +370,15 @@ async def save_connection_settings(
     request: Request, staff: Administrator, connection_id: ConnectionId
 ) -> Response:
     form = await checked_form(request, staff)
-    connection = await _owned(request, staff, connection_id)
     failed = f"settings-{connection_id}"
-    change = _settings_change(setting_fields(connection), connection.settings, form)
     errors: dict[str, str] = {}
     try:
         async with database(request).sessions.begin() as session:
             current = await find_connection(session, staff.practice.id, connection_id)
             if current is None:
                 raise HTTPException(404)
+            name_before = current.name
+            change = _settings_change(setting_fields(current), current.settings, form)
             changes = await update_connection(
                 session,
                 current,
@@ -389,7 +393,7 @@ async def save_connection_settings(
         errors = {_setting_key(exc.field or "settings"): exc.message}
     if errors:
         return await _page(request, staff, status=400, failed=failed, errors=errors, submitted=form)
-    notice = f"Settings of {connection.name} saved." if changes else "Nothing was changed."
+    notice = f"Settings of {name_before} saved." if changes else "Nothing was changed."
     return redirect(f"/settings#connection-{connection_id}", notice)
 
 

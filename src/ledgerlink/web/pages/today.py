@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ledgerlink.api.auth import database
+from ledgerlink.connection_settings import find_connection, practice_connections
 from ledgerlink.domain.errors import LoadErrorCode
 from ledgerlink.domain.report import SyncReport
 from ledgerlink.domain.rules import SkipReason
@@ -36,10 +37,9 @@ from ledgerlink.store.models import Connection, SyncRun
 from ledgerlink.web.pages.reports import (
     RUN_STATUS_WORDS,
     TRIGGER_WORDS,
-    owned_connection,
-    practice_connections,
     report_context,
 )
+from ledgerlink.web.params import whole_number
 from ledgerlink.web.rendering import redirect, render
 from ledgerlink.web.staff import Syncer, Viewer, checked_form
 
@@ -172,10 +172,11 @@ async def sync_progress(
 async def sync_now(request: Request, staff: Syncer) -> Response:
     form = await checked_form(request, staff)
     db = database(request)
+    connection_id = whole_number(str(form.get("connection") or ""))
     async with db.sessions() as session:
-        connection = owned_connection(
-            await practice_connections(session, staff.practice.id), str(form.get("connection") or "")
-        )
+        connection = await find_connection(session, staff.practice.id, connection_id or 0)
+        if connection is None:  # another practice's, exactly like a missing one
+            raise HTTPException(404)
         session.expunge(connection)  # handed to the background task, which outlives this session
     try:
         started = await start_sync(request.app.state, db, connection, actor=staff.actor)
